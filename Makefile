@@ -1,0 +1,33 @@
+# One-command entry points. Each installs the locked stack on first use.
+PYTHON ?= python3.11
+VENV ?= .venv
+DATA ?= ../shared/data/cats_vs_dogs
+# Offline ImageNet weights (a folder of Keras weight files); "imagenet" downloads them.
+WEIGHTS ?= $(if $(wildcard ../shared/weights),../shared/weights,imagenet)
+OUTPUT ?= outputs
+BIN = $(VENV)/bin
+
+.PHONY: install run test bench clean
+
+install: $(VENV)/.installed
+
+# tfx 1.16 declares Requires-Python <3.11, yet every wheel it needs exists for
+# 3.11; the lock is a full resolution, so --no-deps installs it without backtracking.
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --ignore-requires-python --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+run: install
+	$(BIN)/finetune run --data-root $(DATA) --weights $(WEIGHTS) --output $(OUTPUT) $(ARGS)
+
+test: install
+	$(BIN)/python -m pytest $(ARGS)
+
+bench: install
+	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/train.py
+
+clean:
+	rm -rf $(VENV) $(OUTPUT)

@@ -1,0 +1,70 @@
+"""The TFMA configuration: metrics, slices and the blessing thresholds."""
+import tensorflow_model_analysis as tfma
+
+ACCURACY_METRIC = "sparse_categorical_accuracy"
+PREDICTION_KEY = "probabilities"  # output of the serving_default signature
+
+
+def eval_config(num_classes: int, accuracy_threshold: float,
+                max_accuracy_drop: float) -> tfma.EvalConfig:
+  """Blesses a model whose test accuracy clears the threshold and is not
+  worse than the last blessed model by more than `max_accuracy_drop`."""
+  accuracy = tfma.MetricConfig(
+      class_name="SparseCategoricalAccuracy",
+      threshold=tfma.MetricThreshold(
+          value_threshold=tfma.GenericValueThreshold(
+              lower_bound={"value": accuracy_threshold}),
+          # Applies only when a baseline exists; -1e-10 so "equal" passes.
+          change_threshold=tfma.GenericChangeThreshold(
+              direction=tfma.MetricDirection.HIGHER_IS_BETTER,
+              absolute={"value": -max_accuracy_drop - 1e-10})))
+  return tfma.EvalConfig(
+      model_specs=[tfma.ModelSpec(
+          signature_name="serving_default", label_key="label",
+          prediction_key=PREDICTION_KEY)],
+      slicing_specs=[tfma.SlicingSpec(),
+                     tfma.SlicingSpec(feature_keys=["class_name"])],
+      metrics_specs=[
+          tfma.MetricsSpec(metrics=[
+              tfma.MetricConfig(class_name="ExampleCount"),
+              accuracy,
+              tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
+          ]),
+          # Per class, one-vs-rest.
+          tfma.MetricsSpec(
+              metrics=[tfma.MetricConfig(class_name="Precision"),
+                       tfma.MetricConfig(class_name="Recall"),
+                       tfma.MetricConfig(class_name="AUC")],
+              binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))})),
+      ])
+
+
+def read_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict | None:
+  """{slice: {metric: value}} of `model_name` ("candidate" or "baseline"), or None."""
+  import logging
+  logging.getLogger("absl").disabled = True  # TFMA warns about every name it misses
+  try:
+    result = tfma.load_eval_result(evaluation_uri, model_name=model_name)
+    if not result.slicing_metrics and model_name == "candidate":
+      result = tfma.load_eval_result(evaluation_uri)  # no baseline: metrics are unnamed
+  finally:
+    logging.getLogger("absl").disabled = False
+  if not result.slicing_metrics:
+    return None
+  table = {}
+  for slice_key, metrics in result.slicing_metrics:
+    name = "overall" if slice_key == () else ", ".join(f"{k}={v}" for k, v in slice_key)
+    values = table.setdefault(name, {})
+    for per_output in metrics.values():
+      for sub_key, per_sub_key in per_output.items():
+        for metric, value in per_sub_key.items():
+          if "doubleValue" in value:
+            values[f"{metric}[{sub_key}]" if sub_key else metric] = float(value["doubleValue"])
+  return table
+
+
+def read_accuracy(evaluation_uri: str, model_name: str = "candidate") -> float | None:
+  """Overall test accuracy of `model_name` ("candidate" or "baseline"), or None."""
+  metrics = read_metrics(evaluation_uri, model_name)
+  return metrics["overall"].get(ACCURACY_METRIC) if metrics else None
+

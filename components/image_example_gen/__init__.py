@@ -1,0 +1,2 @@
+from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.layout import DataLayoutError, detect_layout

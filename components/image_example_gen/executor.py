@@ -1,0 +1,152 @@
+"""Beam executor: image folders -> tf.Examples, plus an ingestion report.
+
+Every file under the data root ends up in exactly one place: an output split,
+the rejected list (with its reason) or the ignored list (hidden files, files
+outside class folders). `ingestion/report.json` in the Examples artifact holds
+the lists and the counts; `ingestion/labels.json` the class-name <-> label map.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import posixpath
+from typing import Any
+
+import apache_beam as beam
+import tensorflow as tf
+from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils
+from tfx.utils import proto_utils
+
+from components.image_example_gen import layout
+from components.image_example_gen.images import RejectedImage, make_example, prepare_image
+
+MAX_IMAGE_SIDE_KEY = "max_image_side"
+REPORT_DIR = "ingestion"
+_REPORT_DIR_KEY = "_ingestion_report_dir"
+_REJECTED = "rejected"
+
+
+def report_path(examples_uri: str) -> str:
+  return posixpath.join(examples_uri, REPORT_DIR, "report.json")
+
+
+def labels_path(examples_uri: str) -> str:
+  return posixpath.join(examples_uri, REPORT_DIR, "labels.json")
+
+
+def _split_dirs(exec_properties: dict[str, Any]) -> list[str]:
+  input_config = example_gen_pb2.Input()
+  proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+  root = exec_properties["input_base"]
+  return [layout.split_dir_of(posixpath.join(root, s.pattern))
+          for s in input_config.splits]
+
+
+class _ToExample(beam.DoFn):
+  """Reads one file; emits a tf.Example, or a rejection on a side output."""
+
+  def __init__(self, class_names: list[str], max_side: int):
+    self._label = {name: i for i, name in enumerate(class_names)}
+    self._max_side = max_side
+
+  def process(self, listed: layout.ListedFile):
+    try:
+      with tf.io.gfile.GFile(listed.path, "rb") as f:
+        data = f.read()
+      encoded, height, width, fmt = prepare_image(data, self._max_side)
+    except RejectedImage as e:
+      yield beam.pvalue.TaggedOutput(
+          _REJECTED, {"path": listed.relative_path, "reason": str(e)})
+      return
+    except (OSError, tf.errors.OpError) as e:
+      yield beam.pvalue.TaggedOutput(
+          _REJECTED, {"path": listed.relative_path, "reason": f"unreadable: {e}"})
+      return
+    yield make_example(encoded, self._label[listed.class_name],
+                       listed.class_name, listed.relative_path, height, width, fmt)
+
+
+@beam.ptransform_fn
+def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any],
+                     split_pattern: str) -> beam.pvalue.PCollection:
+  root = exec_properties["input_base"]
+  names = layout.class_names(_split_dirs(exec_properties))
+  split_dir = layout.split_dir_of(posixpath.join(root, split_pattern))
+  files, ignored = layout.list_split(root, split_dir, names)
+  report_dir = exec_properties[_REPORT_DIR_KEY]
+  split_key = posixpath.basename(split_dir) or "all"
+  with tf.io.gfile.GFile(posixpath.join(report_dir, f"ignored-{split_key}.json"), "w") as f:
+    json.dump(ignored, f)
+
+  results = (
+      pipeline
+      | "ListFiles" >> beam.Create(files, reshuffle=True)
+      | "ToExample" >> beam.ParDo(
+          _ToExample(names, exec_properties.get(MAX_IMAGE_SIDE_KEY) or 0)
+      ).with_outputs(_REJECTED, main="examples"))
+  _ = (results[_REJECTED]
+       | "RejectedToJson" >> beam.Map(json.dumps, sort_keys=True)
+       | "WriteRejected" >> beam.io.WriteToText(
+           posixpath.join(report_dir, f"rejected-{split_key}"),
+           file_name_suffix=".jsonl"))
+  return results.examples
+
+
+def _count_labels(split_uri: str, class_names: list[str]) -> dict[str, int]:
+  files = tf.io.gfile.glob(posixpath.join(split_uri, "*.gz"))
+  counts = collections.Counter()
+  spec = {"label": tf.io.FixedLenFeature([], tf.int64)}
+  dataset = (tf.data.TFRecordDataset(files, compression_type="GZIP")
+             .batch(1024)
+             .map(lambda x: tf.io.parse_example(x, spec)["label"]))
+  for labels in dataset.as_numpy_iterator():
+    counts.update(labels.tolist())
+  return {name: counts[i] for i, name in enumerate(class_names)}
+
+
+class Executor(BaseExampleGenExecutor):
+  """Custom ExampleGen executor for folders of images."""
+
+  def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
+    return _ImagesToExample
+
+  def Do(self, input_dict, output_dict, exec_properties) -> None:
+    examples = artifact_utils.get_single_instance(output_dict["examples"])
+    report_dir = posixpath.join(examples.uri, REPORT_DIR)
+    tf.io.gfile.makedirs(report_dir)
+    names = layout.class_names(_split_dirs(exec_properties))
+    with tf.io.gfile.GFile(labels_path(examples.uri), "w") as f:
+      json.dump({"class_names": names}, f)
+
+    super().Do(input_dict, output_dict,
+               {**exec_properties, _REPORT_DIR_KEY: report_dir})
+
+    rejected, ignored = [], []
+    for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "rejected-*.jsonl"))):
+      with tf.io.gfile.GFile(path) as f:
+        rejected += [json.loads(line) for line in f if line.strip()]
+    for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "ignored-*.json"))):
+      with tf.io.gfile.GFile(path) as f:
+        ignored += json.load(f)
+    counts = {
+        split: _count_labels(artifact_utils.get_split_uri([examples], split), names)
+        for split in artifact_utils.decode_split_names(examples.split_names)}
+    report = {
+        "data_root": exec_properties["input_base"],
+        "class_names": names,
+        "examples": counts,
+        "num_examples": sum(sum(c.values()) for c in counts.values()),
+        "num_rejected": len(rejected),
+        "num_ignored": len(ignored),
+        "rejected": sorted(rejected, key=lambda r: r["path"]),
+        "ignored": sorted(ignored),
+    }
+    with tf.io.gfile.GFile(report_path(examples.uri), "w") as f:
+      json.dump(report, f, indent=1)
+    # Shown in MLMD (and the run summary) without opening the report.
+    examples.set_int_custom_property("num_examples", report["num_examples"])
+    examples.set_int_custom_property("num_rejected", len(rejected))
+    examples.set_int_custom_property("num_ignored", len(ignored))
+    examples.set_string_custom_property("class_names", json.dumps(names))

@@ -1,0 +1,143 @@
+"""The model: augmentation -> pretrained base -> new head, and the freeze rules.
+
+Follows the Keras "Transfer learning & fine-tuning" guide: the base always
+runs in inference mode (`training=False`), so its BatchNorm layers keep their
+ImageNet statistics in both phases, and BatchNorm layers are never unfrozen.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import tensorflow as tf
+import tf_keras as keras
+
+from components.trainer.weights import resolve_weights
+
+apps = keras.applications
+
+
+@dataclasses.dataclass(frozen=True)
+class Base:
+  constructor: Callable[..., keras.Model]
+  preprocess_input: Callable[[tf.Tensor], tf.Tensor]
+  default_unfreeze: str  # the "auto" rule for phase 2
+
+
+BASES = {
+    # From block 11 of 16 (about layer 100 of 154), as in the TF fine-tuning tutorial.
+    "mobilenet_v2": Base(apps.MobileNetV2, apps.mobilenet_v2.preprocess_input, "block_11_expand"),
+    "vgg16": Base(apps.VGG16, apps.vgg16.preprocess_input, "block5_conv1"),
+    "resnet50": Base(apps.ResNet50, apps.resnet50.preprocess_input, "conv5_block1_1_conv"),
+    "xception": Base(apps.Xception, apps.xception.preprocess_input, "block14_sepconv1"),
+    "efficientnet_b0": Base(apps.EfficientNetB0, apps.efficientnet.preprocess_input, "20"),
+    # The top two inception blocks, as in the Keras applications docs.
+    "inception_v3": Base(apps.InceptionV3, apps.inception_v3.preprocess_input, "62"),
+}
+BASE_LAYER_NAME = "base"
+
+
+class UnfreezeError(ValueError):
+  """The unfreeze rule names no usable layer."""
+
+
+def build_model(train_config: dict, num_classes: int) -> keras.Model:
+  """Float pixels (0..255) -> class probabilities."""
+  if train_config["base_model"] not in BASES:
+    raise ValueError(f"train.base_model: unknown base {train_config['base_model']!r}; "
+                     f"choose from {', '.join(BASES)}")
+  base_spec = BASES[train_config["base_model"]]
+  size = int(train_config["image_size"])
+  kwargs = {"alpha": train_config["alpha"]} if train_config["base_model"] == "mobilenet_v2" else {}
+  base = base_spec.constructor(
+      include_top=False, input_shape=(size, size, 3),
+      weights=resolve_weights(train_config["weights"], train_config["base_model"],
+                              train_config["alpha"], size), **kwargs)
+  base._name = BASE_LAYER_NAME  # a fixed name to find it by; weights are already loaded
+
+  inputs = keras.Input((size, size, 3), name="image")
+  x = inputs
+  # Random augmentation layers are identity outside training.
+  seed = train_config["seed"]
+  if train_config["flip"]:
+    x = keras.layers.RandomFlip("horizontal", seed=seed)(x)
+  if train_config["rotation"]:
+    x = keras.layers.RandomRotation(train_config["rotation"], seed=seed)(x)
+  if train_config["zoom"]:
+    x = keras.layers.RandomZoom(train_config["zoom"], seed=seed)(x)
+  if train_config["translation"]:
+    t = train_config["translation"]
+    x = keras.layers.RandomTranslation(t, t, seed=seed)(x)
+  x = base_spec.preprocess_input(x)
+  x = base(x, training=False)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  x = keras.layers.Dropout(train_config["dropout"], seed=seed)(x)
+  if num_classes == 2:
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
+  else:
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probability")(x)
+  return keras.Model(inputs, outputs)
+
+
+def base_of(model: keras.Model) -> keras.Model:
+  return model.get_layer(BASE_LAYER_NAME)
+
+
+def freeze_base(model: keras.Model) -> None:
+  """Phase 1: only the head trains."""
+  base_of(model).trainable = False
+
+
+def first_unfrozen_index(base: keras.Model, rule: str, base_model: str) -> int:
+  """Index of the first base layer phase 2 trains (len(layers) = none)."""
+  rule = str(rule)
+  if rule == "auto":
+    rule = BASES[base_model].default_unfreeze
+  count = len(base.layers)
+  if rule == "all":
+    return 0
+  if rule.isdigit():
+    n = int(rule)
+    if n > count:
+      raise UnfreezeError(f"train.unfreeze: asked for the last {n} layers but "
+                          f"{base_model} has {count}")
+    return count - n
+  names = [layer.name for layer in base.layers]
+  if rule not in names:
+    close = [n for n in names if rule.split("_")[0] in n][:5]
+    raise UnfreezeError(f"train.unfreeze: {base_model} has no layer named {rule!r}"
+                        + (f" (similar: {', '.join(close)})" if close else ""))
+  return names.index(rule)
+
+
+def unfreeze_top(model: keras.Model, rule: str, base_model: str) -> int:
+  """Phase 2: unfreezes the top of the base, BatchNorm excepted.
+
+  Returns the number of base layers with trainable weights after the change.
+  """
+  base = base_of(model)
+  start = first_unfrozen_index(base, rule, base_model)
+  base.trainable = True
+  for index, layer in enumerate(base.layers):
+    layer.trainable = (index >= start and
+                       not isinstance(layer, keras.layers.BatchNormalization))
+  return sum(1 for layer in base.layers if layer.trainable and layer.weights)
+
+
+def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
+  optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+                "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9)}
+  if name not in optimizers:
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(optimizers)}")
+  return optimizers[name](learning_rate=learning_rate)
+
+
+def compile_for_phase(model: keras.Model, optimizer_name: str, learning_rate: float,
+                      num_classes: int) -> None:
+  if num_classes == 2:
+    loss, accuracy = keras.losses.BinaryCrossentropy(), keras.metrics.BinaryAccuracy(name="accuracy")
+  else:
+    loss, accuracy = (keras.losses.SparseCategoricalCrossentropy(),
+                      keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
+  model.compile(optimizer=make_optimizer(optimizer_name, learning_rate),
+                loss=loss, metrics=[accuracy])

@@ -1,0 +1,51 @@
+"""The exported SavedModel's serving signatures.
+
+Both include the Transform graph, so clients send raw image bytes:
+  serving_default  serialized tf.Examples (TFMA, TF Serving Predict with examples)
+  predict_images   encoded image bytes (REST clients sending {"b64": ...})
+Both return `probabilities` [N, C], `class_names` [N, C] and `predicted_class` [N].
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+
+from components.transform import IMAGE_KEY, TRANSFORMED_IMAGE_KEY
+
+EXAMPLES_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "predict_images"
+IMAGES_INPUT = "image_bytes"
+
+
+def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
+                         class_names: list[str], export_dir: str) -> None:
+  # Attached to the model so that the SavedModel tracks the Transform graph's assets.
+  model.tft_layer = tf_transform_output.transform_features_layer()
+  names = tf.constant(class_names)
+
+  def predict(image_bytes):
+    raw = {IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}
+    images = model.tft_layer(raw)[TRANSFORMED_IMAGE_KEY]
+    probabilities = model(images, training=False)
+    if len(class_names) == 2:  # a single sigmoid unit: P(class 1)
+      probabilities = tf.concat([1.0 - probabilities, probabilities], axis=1)
+    batch = tf.shape(probabilities)[0]
+    return {
+        "probabilities": probabilities,
+        "class_names": tf.tile(names[tf.newaxis], [batch, 1]),
+        "predicted_class": tf.gather(names, tf.argmax(probabilities, axis=1)),
+    }
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def serve_examples(examples):
+    parsed = tf.io.parse_example(
+        examples, {IMAGE_KEY: tf.io.FixedLenFeature([1], tf.string)})
+    return predict(parsed[IMAGE_KEY])
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=IMAGES_INPUT)])
+  def serve_images(image_bytes):
+    return predict(image_bytes)
+
+  model.save(export_dir, save_format="tf", signatures={
+      EXAMPLES_SIGNATURE: serve_examples, IMAGES_SIGNATURE: serve_images})

@@ -1,0 +1,144 @@
+"""The Trainer's run_fn: the two-phase fine-tune, then the export.
+
+Phase 1 trains a new head on the frozen base. Phase 2 unfreezes the top of
+the base and continues at a low learning rate, so the pretrained features
+adapt without being wrecked. Both phases write one history.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+
+import tensorflow as tf
+import tensorflow_transform as tft
+import tf_keras as keras
+from tfx.components.trainer.fn_args_utils import FnArgs
+
+from components.image_example_gen.executor import labels_path
+from components.trainer import model as model_lib
+from components.trainer.signatures import export_serving_model
+from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
+
+HISTORY_FILE = "history.json"
+SUMMARY_FILE = "training_summary.json"
+
+
+def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
+                 train_config: dict, num_classes: int, training: bool) -> tf.data.Dataset:
+  """Raw records -> (float pixels, label) batches, via the Transform graph."""
+  files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
+  raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
+              if k in (IMAGE_KEY, LABEL_KEY)}
+  tft_layer = tf_transform_output.transform_features_layer()
+
+  def transform(serialized):
+    out = tft_layer(tf.io.parse_example(serialized, raw_spec))
+    # uint8 holds the rounded pixels exactly and caches in a quarter of the memory.
+    return tf.cast(out[TRANSFORMED_IMAGE_KEY], tf.uint8), out[LABEL_KEY]
+
+  dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+  if training and train_config["max_train_examples"]:
+    dataset = dataset.take(train_config["max_train_examples"])
+  dataset = (dataset.batch(64)
+             .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+             .unbatch())
+  if train_config["cache_images"]:
+    dataset = dataset.cache()  # decode each photo once, not every epoch
+  if training:
+    dataset = dataset.shuffle(4096, seed=train_config["seed"], reshuffle_each_iteration=True)
+
+  def to_model_inputs(images, labels):
+    images = tf.cast(images, tf.float32)
+    if num_classes == 2:
+      return images, tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
+    return images, labels
+
+  return (dataset.batch(train_config["batch_size"])
+          .map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+          .prefetch(tf.data.AUTOTUNE))
+
+
+class EpochRecorder(keras.callbacks.Callback):
+  """Appends one row per epoch (metrics, phase, learning rate, seconds)."""
+
+  def __init__(self, rows: list[dict], phase: int):
+    super().__init__()
+    self.rows, self.phase = rows, phase
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._start = time.time()
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.rows.append({
+        "epoch": epoch + 1, "phase": self.phase,
+        **{k: float(v) for k, v in (logs or {}).items()},
+        "learning_rate": float(keras.backend.get_value(self.model.optimizer.learning_rate)),
+        "seconds": round(time.time() - self._start, 2),
+    })
+
+
+def count_trainable(model: keras.Model) -> int:
+  return int(sum(tf.size(w).numpy() for w in model.trainable_weights))
+
+
+def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir):
+  start = len(rows)
+  callbacks = [
+      EpochRecorder(rows, phase),
+      keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True,
+                                    patience=config["early_stopping_patience"]),
+      keras.callbacks.TensorBoard(log_dir=log_dir),
+  ]
+  began = time.time()
+  model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=start + epochs,
+            callbacks=callbacks, verbose=2)
+  return time.time() - began
+
+
+def run_fn(fn_args: FnArgs) -> None:
+  config = fn_args.custom_config
+  keras.utils.set_random_seed(config["seed"])
+  examples_uri = os.path.dirname(os.path.dirname(fn_args.train_files[0]))
+  with tf.io.gfile.GFile(labels_path(examples_uri)) as f:
+    class_names = json.load(f)["class_names"]
+  num_classes = len(class_names)
+  tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+  train_ds = make_dataset(fn_args.train_files, tf_transform_output, config, num_classes, True)
+  val_ds = make_dataset(fn_args.eval_files, tf_transform_output, config, num_classes, False)
+
+  model = model_lib.build_model(config, num_classes)
+  rows: list[dict] = []
+  summary = {"class_names": class_names, "base_model": config["base_model"],
+             "weights": config["weights"], "phases": {}}
+
+  print(f"Phase 1: training the head on the frozen {config['base_model']} base", flush=True)
+  model_lib.freeze_base(model)
+  model_lib.compile_for_phase(model, config["phase1_optimizer"],
+                              config["phase1_learning_rate"], num_classes)
+  summary["phases"]["1"] = {"trainable_params": count_trainable(model)}
+  seconds = _fit_phase(model, 1, config["phase1_epochs"], train_ds, val_ds, rows, config,
+                       os.path.join(fn_args.model_run_dir, "phase1"))
+  summary["phases"]["1"].update(seconds=round(seconds, 1), epochs=len(rows))
+
+  if config["phase2_epochs"] > 0 and str(config["unfreeze"]) not in ("0", "none"):
+    layers = model_lib.unfreeze_top(model, config["unfreeze"], config["base_model"])
+    print(f"Phase 2: fine-tuning {layers} base layers at learning rate "
+          f"{config['phase2_learning_rate']:g}", flush=True)
+    model_lib.compile_for_phase(model, config["phase2_optimizer"],
+                                config["phase2_learning_rate"], num_classes)
+    summary["phases"]["2"] = {"trainable_params": count_trainable(model),
+                              "unfrozen_layers": layers}
+    phase1_epochs = len(rows)
+    seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
+                         os.path.join(fn_args.model_run_dir, "phase2"))
+    summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
+
+  model_dir = os.path.dirname(fn_args.serving_model_dir)
+  with tf.io.gfile.GFile(os.path.join(model_dir, HISTORY_FILE), "w") as f:
+    json.dump(rows, f, indent=1)
+  with tf.io.gfile.GFile(os.path.join(model_dir, SUMMARY_FILE), "w") as f:
+    json.dump(summary, f, indent=1)
+  export_serving_model(model, tf_transform_output, class_names, fn_args.serving_model_dir)

@@ -1,0 +1,83 @@
+"""create_pipeline(config): the stages and how they connect. Wiring only."""
+from __future__ import annotations
+
+import dataclasses
+
+from tfx import v1 as tfx
+from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
+
+from components.data_gate import DataGate
+from components.evaluation import eval_config
+from components.image_example_gen import ImageExampleGen, detect_layout
+from pipeline.config import PipelineConfig
+
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+
+
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None
+                    ) -> tfx.dsl.Pipeline:
+  """Builds fresh component objects each call (TFX's DSL registry forbids reuse)."""
+  config.validate()
+  data_layout = detect_layout(config.data.root)
+
+  example_gen = ImageExampleGen(
+      input_base=config.data.root, data_layout=data_layout,
+      split_ratios=config.data.split_ratios,
+      max_image_side=config.data.max_image_side)
+  statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_path)
+  example_validator = tfx.components.ExampleValidator(
+      statistics=statistics_gen.outputs["statistics"],
+      schema=schema_gen.outputs["schema"])
+  data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
+                       fail_on_anomalies=config.data.fail_on_anomalies)
+
+  transform = tfx.components.Transform(
+      examples=example_gen.outputs["examples"],
+      schema=schema_gen.outputs["schema"],
+      preprocessing_fn="components.transform.preprocessing_fn",
+      custom_config={"image_size": config.train.image_size},
+      # Decoding happens on the fly in training; see components/transform.py.
+      materialize=False, disable_statistics=True,
+      splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN]))
+  transform.add_upstream_node(data_gate)  # no training on data with anomalies
+
+  trainer = tfx.components.Trainer(
+      run_fn="components.trainer.train.run_fn",
+      examples=example_gen.outputs["examples"],
+      transform_graph=transform.outputs["transform_graph"],
+      schema=schema_gen.outputs["schema"],
+      train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
+      eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),
+      custom_config=dataclasses.asdict(config.train))
+
+  baseline_resolver = tfx.dsl.Resolver(
+      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+  ).with_id("latest_blessed_model_resolver")
+
+  evaluator = tfx.components.Evaluator(
+      examples=example_gen.outputs["examples"],
+      model=trainer.outputs["model"],
+      baseline_model=baseline_resolver.outputs["model"],
+      example_splits=[TEST],
+      eval_config=eval_config(len(data_layout.class_names), config.evaluate.accuracy_threshold,
+                              config.evaluate.max_accuracy_drop))
+
+  pusher = tfx.components.Pusher(
+      model=trainer.outputs["model"],
+      model_blessing=evaluator.outputs["blessing"],
+      push_destination=pusher_pb2.PushDestination(
+          filesystem=pusher_pb2.PushDestination.Filesystem(
+              base_directory=f"{config.serving_dir}/{config.model_name}")))
+
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
+                  transform, trainer, baseline_resolver, evaluator, pusher],
+      enable_cache=True,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=config.beam_args)
+

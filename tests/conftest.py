@@ -1,0 +1,75 @@
+"""Shared fixtures: tiny generated photo folders and tiny-model settings."""
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+
+SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_DATA = SHARED / "data" / "cats_vs_dogs"
+SHARED_WEIGHTS = SHARED / "weights"
+# CI sets FINETUNE_SHARED_TESTS=1: there the real-photo tests must run, not skip.
+REQUIRE_SHARED = os.environ.get("FINETUNE_SHARED_TESTS") == "1"
+
+
+def requires_shared():
+  if SHARED_DATA.is_dir() and SHARED_WEIGHTS.is_dir():
+    return pytest.mark.shared_data
+  if REQUIRE_SHARED:
+    raise RuntimeError(f"FINETUNE_SHARED_TESTS=1 but {SHARED} is missing")
+  return pytest.mark.skip(reason=f"real photos not found at {SHARED_DATA}")
+
+
+def image_bytes(color, size=(40, 32), fmt="JPEG", mode="RGB", seed=0) -> bytes:
+  """A small noisy image dominated by `color`: easy for a tiny model to learn."""
+  rng = np.random.default_rng(seed)
+  pixels = np.clip(np.array(color, float) + rng.normal(0, 25, (size[1], size[0], 3)), 0, 255)
+  image = Image.fromarray(pixels.astype("uint8")).convert(mode)
+  out = io.BytesIO()
+  image.save(out, fmt)
+  return out.getvalue()
+
+
+CLASS_COLORS = {"cats": (200, 60, 50), "dogs": (40, 80, 210), "birds": (60, 200, 60)}
+
+
+def make_dataset(root: pathlib.Path, per_class: dict[str, int], splits=True,
+                 classes=("cats", "dogs")) -> pathlib.Path:
+  """root/[train|validation|test/]<class>/<n>.jpg with the given counts."""
+  split_names = list(per_class) if splits else [""]
+  for split in split_names:
+    count = per_class[split] if splits else per_class["all"]
+    for name in classes:
+      folder = root / split / name if split else root / name
+      folder.mkdir(parents=True, exist_ok=True)
+      for i in range(count):
+        (folder / f"{name}.{i}.jpg").write_bytes(
+            image_bytes(CLASS_COLORS[name], seed=hash((split, name, i)) % 2**32))
+  return root
+
+
+@pytest.fixture
+def tiny_data(tmp_path) -> pathlib.Path:
+  return make_dataset(tmp_path / "photos", {"train": 12, "validation": 4, "test": 4})
+
+
+def tiny_overrides(data_root, output_dir, **extra) -> dict:
+  """Settings for a fast end-to-end run: tiny random-init base, small images."""
+  values = {
+      "data.root": str(data_root),
+      "output_dir": str(output_dir),
+      "beam_args": ["--direct_num_workers=1"],
+      "train.base_model": "mobilenet_v2", "train.alpha": 0.35, "train.weights": "none",
+      "train.image_size": 32, "train.batch_size": 8,
+      "train.phase1_epochs": 2, "train.phase2_epochs": 1, "train.unfreeze": "10",
+      "train.phase1_learning_rate": 0.01,
+      "evaluate.accuracy_threshold": 0.0,
+  }
+  values.update(extra)
+  return values
