@@ -62,5 +62,9 @@ def run(config_path, data_root, output_dir, pipeline_name, weights, sets, beam_a
   click.echo("\n".join(summarize(config, result)))
 
 
+from pipeline.predict import predict  # noqa: E402
+
+main.add_command(predict)
+
 if __name__ == "__main__":
   main()

@@ -73,3 +73,26 @@ def tiny_overrides(data_root, output_dir, **extra) -> dict:
   }
   values.update(extra)
   return values
+
+
+# A learnable tiny setup: VGG16 has no BatchNorm, so even random-init
+# features keep the colour signal at 32 px; phase 2 unfreezes block 5.
+TINY_VGG = {"train.base_model": "vgg16", "train.unfreeze": "block5_conv1",
+            "train.phase1_learning_rate": 0.001, "train.phase1_epochs": 3,
+            "train.phase2_epochs": 1}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """One full pipeline run on tiny data, shared by the tests that need a model.
+
+  Returns (config, run); the model is blessed (threshold 0) and pushed.
+  Tests must not modify its output folder; rerun into a copy instead.
+  """
+  from pipeline.config import load_config
+  from pipeline.local_runner import run_pipeline
+  root = tmp_path_factory.mktemp("tiny_run")
+  data = make_dataset(root / "photos", {"train": 12, "validation": 4, "test": 4})
+  (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
+  config = load_config(None, tiny_overrides(data, root / "out", **TINY_VGG))
+  return config, run_pipeline(config, echo=lambda line: None)
