@@ -1,9 +1,162 @@
-"""`finetune predict`: classify image files with a pushed model."""
+"""`finetune predict`: classify image files with a pushed model.
+
+The files go through the SavedModel's `predict_images` signature as raw bytes,
+exactly what a TF Serving REST client sends as {"b64": ...}, so this checks
+the model that is served, Transform graph included.
+"""
+from __future__ import annotations
+
+import json
+import pathlib
+
 import click
+
+import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from pipeline.config import ConfigError, load_config
+
+# Same names as components.trainer.signatures, which imports TensorFlow.
+IMAGES_SIGNATURE = "predict_images"
+IMAGES_INPUT = "image_bytes"
+BATCH_SIZE = 32  # files per signature call; bounds memory for long file lists
+NOT_AN_IMAGE = "not a decodable image (JPEG, PNG, GIF or BMP expected)"
+
+
+class ModelNotFoundError(Exception):
+  """No SavedModel where one was expected; the message says what to do."""
+
+
+def _versions(base: pathlib.Path) -> dict[int, pathlib.Path]:
+  # TF Serving's rule: numeric folders are versions; others (temp dirs) are ignored.
+  return {int(p.name): p for p in base.iterdir()
+          if p.name.isdigit() and (p / "saved_model.pb").is_file()}
+
+
+def resolve_model_dir(path: str | pathlib.Path, version: int | None = None) -> pathlib.Path:
+  """A SavedModel folder, or a model base folder's highest (or given) version."""
+  path = pathlib.Path(path)
+  if (path / "saved_model.pb").is_file():
+    if version is not None:
+      raise ModelNotFoundError(f"{path} is a SavedModel itself; --version needs the folder "
+                               "holding the numeric version folders")
+    return path
+  versions = _versions(path) if path.is_dir() else {}
+  if not versions:
+    raise ModelNotFoundError(f"no model versions in {path} (numeric folders holding "
+                             "saved_model.pb); run `finetune run` first to train and push one")
+  if version is None:
+    return versions[max(versions)]
+  if version not in versions:
+    raise ModelNotFoundError(f"no version {version} in {path}; available: "
+                             f"{', '.join(map(str, sorted(versions)))}")
+  return versions[version]
+
+
+def load_serving_model(path: str | pathlib.Path, version: int | None = None):
+  """The `predict_images` signature of the SavedModel at `path` (see resolve_model_dir)."""
+  import tensorflow as tf
+  loaded = tf.saved_model.load(str(resolve_model_dir(path, version)))
+  signature = loaded.signatures[IMAGES_SIGNATURE]
+  # The signature does not own the model's variables: keep the model alive with it.
+  signature.loaded_model = loaded
+  return signature
+
+
+def _read(path: str) -> bytes | str:
+  """The file's bytes, or why it cannot be read."""
+  try:
+    return pathlib.Path(path).read_bytes()
+  except FileNotFoundError:
+    return "no such file"
+  except IsADirectoryError:
+    return "is a directory"
+  except OSError as e:
+    return e.strerror or str(e)
+
+
+def _run(signature, contents: list[bytes]) -> list[dict]:
+  import tensorflow as tf
+  outputs = signature(**{IMAGES_INPUT: tf.constant(contents)})
+  results = []
+  for names, probabilities in zip(outputs["class_names"].numpy(),
+                                  outputs["probabilities"].numpy()):
+    by_class = {n.decode(): float(p) for n, p in zip(names, probabilities)}
+    best = max(by_class, key=by_class.get)
+    results.append({"predicted_class": best, "probability": by_class[best],
+                    "probabilities": by_class})
+  return results
+
+
+def predict_files(signature, paths) -> list[dict]:
+  """One dict per path, in order: the prediction, or {"path", "error"}.
+
+  Files are predicted in batches; a batch that fails (one file is not an
+  image) is retried file by file, so a bad file only fails itself.
+  """
+  import tensorflow as tf
+  paths = [str(p) for p in paths]
+  results: list[dict] = [{"path": p} for p in paths]
+  readable = []
+  for result, path in zip(results, paths):
+    content = _read(path)
+    if isinstance(content, str):
+      result["error"] = content
+    else:
+      readable.append((result, content))
+  for start in range(0, len(readable), BATCH_SIZE):
+    batch = readable[start:start + BATCH_SIZE]
+    try:
+      for (result, _), prediction in zip(batch, _run(signature, [c for _, c in batch])):
+        result.update(prediction)
+    except tf.errors.InvalidArgumentError:
+      for result, content in batch:
+        try:
+          result.update(_run(signature, [content])[0])
+        except tf.errors.InvalidArgumentError:
+          result["error"] = NOT_AN_IMAGE
+  return results
 
 
 @click.command()
-@click.argument("images", nargs=-1, required=True)
-def predict(images):
-  """Placeholder, being written."""
-  raise click.ClickException("not implemented yet")
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--model", "model_dir", type=click.Path(),
+              help="Model base folder (numeric version folders) or a SavedModel folder. "
+                   "Default: the pushed model, <serving dir>/<model name>.")
+@click.option("--version", type=int, help="Model version to use (default: the highest).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
+@click.option("--config", "config_path", type=click.Path(),
+              help="YAML configuration file (locates the default model).")
+@click.option("--output", "output_dir", help="Output folder of the run (locates the default model).")
+@click.option("--pipeline-name", help="Pipeline name (locates the default model).")
+def predict(images, model_dir, version, as_json, config_path, output_dir, pipeline_name):
+  """Classify IMAGE files with a pushed model, as TF Serving would.
+
+  Prints `path  predicted_class  probability` per image. Files that cannot be
+  read or decoded are reported on stderr; the exit code is then 1.
+  """
+  if model_dir is None:
+    overrides = {key: value for key, value in (("output_dir", output_dir),
+                                               ("pipeline_name", pipeline_name))
+                 if value is not None}
+    try:
+      config = load_config(config_path, overrides)
+    except ConfigError as e:
+      raise click.UsageError(str(e))
+    model_dir = str(pathlib.Path(config.serving_dir) / config.model_name)
+  try:
+    resolve_model_dir(model_dir, version)  # fail fast, before TensorFlow loads
+    signature = load_serving_model(model_dir, version)
+  except ModelNotFoundError as e:
+    raise click.ClickException(str(e))
+
+  results = predict_files(signature, images)
+  for result in results:
+    if "error" in result:
+      click.echo(f"error: {result['path']}: {result['error']}", err=True)
+  if as_json:
+    click.echo(json.dumps(results, indent=2))
+  else:
+    for result in results:
+      if "error" not in result:
+        click.echo(f"{result['path']}  {result['predicted_class']}  {result['probability']:.4f}")
+  if any("error" in result for result in results):
+    raise SystemExit(1)

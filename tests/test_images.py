@@ -1,0 +1,73 @@
+"""Which files become examples, and why the others are rejected."""
+import io
+
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from components.image_example_gen.images import RejectedImage, prepare_image
+from components.transform import decode_and_resize
+from conftest import image_bytes
+
+
+def _encode(image, fmt, **kwargs):
+  out = io.BytesIO()
+  image.save(out, fmt, **kwargs)
+  return out.getvalue()
+
+
+RGB = Image.open(io.BytesIO(image_bytes((200, 60, 50), size=(50, 40))))
+VALID = {
+    "rgb jpeg": _encode(RGB, "JPEG"),
+    "grayscale jpeg": _encode(RGB.convert("L"), "JPEG"),
+    "cmyk jpeg": _encode(RGB.convert("CMYK"), "JPEG"),
+    "palette png": _encode(RGB.convert("P"), "PNG"),
+    "rgba png": _encode(RGB.convert("RGBA"), "PNG"),
+    "gif": _encode(RGB.convert("P"), "GIF"),
+    "animated gif": _encode(RGB.convert("P"), "GIF", save_all=True,
+                            append_images=[RGB.rotate(90).convert("P")]),
+    "bmp": _encode(RGB, "BMP"),
+    "1-bit bmp": _encode(RGB.convert("1"), "BMP"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VALID))
+def test_valid_formats_are_kept_and_decode_in_the_transform_graph(name):
+  encoded, height, width, _ = prepare_image(VALID[name])
+  assert (height, width) == (40, 50)
+  pixels = decode_and_resize(tf.constant([encoded]), 16)
+  assert pixels.shape == (1, 16, 16, 3)
+  if name != "1-bit bmp":  # thresholded to black/white: colour is gone
+    red, _, blue = tf.reduce_mean(pixels, axis=[0, 1, 2]).numpy()
+    assert red > blue or name.startswith("grayscale") or name == "cmyk jpeg"
+
+
+def test_original_bytes_are_kept_when_no_reencoding_is_needed():
+  assert prepare_image(VALID["rgb jpeg"])[0] == VALID["rgb jpeg"]
+  assert prepare_image(VALID["rgba png"])[0] == VALID["rgba png"]
+
+
+def test_large_images_are_downscaled_to_the_maximum_side():
+  big = _encode(Image.new("RGB", (1200, 600), (10, 200, 10)), "JPEG")
+  encoded, height, width, fmt = prepare_image(big, max_side=300)
+  assert (height, width, fmt) == (150, 300, "JPEG")
+  assert Image.open(io.BytesIO(encoded)).size == (300, 150)
+  assert prepare_image(big, max_side=0)[0] == big
+
+
+JPEG = VALID["rgb jpeg"]
+BAD = {
+    "empty": (b"", "empty file"),
+    "text": (b"hello, I am not a photo", "not an image"),
+    "truncated": (JPEG[: len(JPEG) // 2], "truncated"),
+    "webp": (_encode(RGB, "WEBP"), "unsupported format WEBP"),
+    "absurd width": (_encode(Image.new("L", (30000, 1)), "PNG"), "absurd dimensions 30000x1"),
+    "tiny": (_encode(Image.new("RGB", (3, 3)), "PNG"), "absurd dimensions 3x3"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_files_are_rejected_with_a_reason(name):
+  data, reason = BAD[name]
+  with pytest.raises(RejectedImage, match=reason):
+    prepare_image(data)

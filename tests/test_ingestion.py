@@ -1,0 +1,101 @@
+"""The ImageExampleGen executor on real Beam: records, labels, report."""
+import json
+import pathlib
+
+import pytest
+import tensorflow as tf
+from tfx.components.example_gen.driver import FileBasedDriver
+from tfx.types import artifact_utils, standard_artifacts
+from tfx.utils import proto_utils
+
+from components.image_example_gen.component import ImageExampleGen
+from components.image_example_gen.executor import Executor, labels_path, report_path
+from components.image_example_gen.layout import detect_layout
+from conftest import SHARED_DATA, make_dataset, requires_shared
+
+SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
+        [("label", tf.int64), ("class_name", tf.string), ("path", tf.string),
+         ("image_raw", tf.string)]}
+
+
+def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",)):
+  """Runs the component's executor as the orchestrator would; returns (report, records)."""
+  component = ImageExampleGen(str(data_root), detect_layout(str(data_root)),
+                              ratios or {"train": 8, "validation": 1, "test": 1}, 1024)
+  examples = standard_artifacts.Examples()
+  examples.uri = str(out_dir)
+  exec_properties = {k: proto_utils.proto_to_json(v) if hasattr(v, "DESCRIPTOR") else v
+                     for k, v in component.exec_properties.items()}
+  # As the orchestrator does: the driver resolves {SPAN} to the newest span.
+  exec_properties = FileBasedDriver(None).resolve_exec_properties(exec_properties, None, None)
+  Executor(Executor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir) + "_tmp")
+           ).Do({}, {"examples": [examples]}, exec_properties)
+  records = {}
+  for split in artifact_utils.decode_split_names(examples.split_names):
+    files = tf.io.gfile.glob(str(pathlib.Path(out_dir) / f"Split-{split}" / "*.gz"))
+    records[split] = [tf.io.parse_single_example(r, SPEC)
+                      for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
+  with open(report_path(str(out_dir))) as f:
+    return json.load(f), records, examples
+
+
+def test_split_folders_bad_files_are_listed_and_counts_add_up(tmp_path):
+  root = make_dataset(tmp_path / "photos", {"train": 4, "validation": 2, "test": 2})
+  bad = {"train/cats/empty.jpg": b"", "train/dogs/text.jpg": b"just text",
+         "validation/cats/cut.jpg": (root / "train/cats/cats.0.jpg").read_bytes()[:300]}
+  for rel, data in bad.items():
+    (root / rel).write_bytes(data)
+  (root / "train" / "README.txt").write_text("outside class folders")
+  (root / "train" / "dogs" / ".hidden.jpg").write_bytes(b"x")
+
+  report, records, examples = ingest(root, tmp_path / "out")
+
+  assert {r["path"] for r in report["rejected"]} == set(bad)
+  assert all(r["reason"] for r in report["rejected"])
+  assert sorted(report["ignored"]) == ["train/README.txt", "train/dogs/.hidden.jpg"]
+  on_disk = sum(1 for p in root.rglob("*") if p.is_file())
+  assert report["num_examples"] + report["num_rejected"] + report["num_ignored"] == on_disk
+  assert {s: len(r) for s, r in records.items()} == {"train": 8, "validation": 4, "test": 4}
+  assert report["examples"]["train"] == {"cats": 4, "dogs": 4}
+  assert examples.get_int_custom_property("num_rejected") == 3
+
+
+def test_labels_are_sorted_class_names_identical_in_every_split(tmp_path):
+  root = make_dataset(tmp_path / "photos", {"train": 3, "validation": 2, "test": 2})
+  report, records, _ = ingest(root, tmp_path / "out")
+  with open(labels_path(str(tmp_path / "out"))) as f:
+    assert json.load(f)["class_names"] == ["cats", "dogs"]
+  for split_records in records.values():
+    for r in split_records:
+      name = r["class_name"].numpy().decode()
+      assert r["label"].numpy() == ["cats", "dogs"].index(name)
+      assert r["path"].numpy().decode().split("/")[1] == name  # split/class/file
+      assert tf.io.decode_image(r["image_raw"]).shape[-1] == 3
+
+
+def test_hash_split_is_stable_and_follows_the_ratios(tmp_path):
+  root = make_dataset(tmp_path / "photos", {"all": 30}, splits=False)
+  ratios = {"train": 6, "validation": 2, "test": 2}
+  _, first, _ = ingest(root, tmp_path / "a", ratios)
+  _, second, _ = ingest(root, tmp_path / "b", ratios)
+  paths = {s: sorted(r["path"].numpy() for r in recs) for s, recs in first.items()}
+  assert paths == {s: sorted(r["path"].numpy() for r in recs) for s, recs in second.items()}
+  assert sum(map(len, paths.values())) == 60
+  assert 24 <= len(paths["train"]) <= 48 and paths["validation"] and paths["test"]
+
+
+def test_the_newest_span_is_ingested(tmp_path):
+  make_dataset(tmp_path / "photos" / "span-1", {"all": 2}, splits=False)
+  make_dataset(tmp_path / "photos" / "span-2", {"train": 3, "validation": 1, "test": 1})
+  report, records, _ = ingest(tmp_path / "photos", tmp_path / "out")
+  assert report["num_examples"] == 10
+  assert all(r["path"].numpy().startswith(b"span-2/") for recs in records.values() for r in recs)
+
+
+@requires_shared()
+def test_real_photos_are_all_ingested(tmp_path):
+  report, records, _ = ingest(SHARED_DATA, tmp_path / "out",
+                              beam_args=("--direct_running_mode=multi_processing",
+                                         "--direct_num_workers=0"))
+  assert {s: len(r) for s, r in records.items()} == {"train": 2000, "validation": 500, "test": 500}
+  assert report["num_rejected"] == 0 and report["num_ignored"] == 0

@@ -1,0 +1,68 @@
+"""Folder layouts the ingestion accepts, and the errors that stop a run at once."""
+import pytest
+
+from components.image_example_gen.layout import DataLayoutError, detect_layout, list_split
+from conftest import make_dataset
+
+
+def test_split_folders(tmp_path):
+  root = make_dataset(tmp_path, {"train": 2, "validation": 1, "test": 1})
+  layout = detect_layout(str(root))
+  assert layout.has_split_folders and not layout.has_spans
+  assert layout.class_names == ("cats", "dogs")
+  assert layout.split_patterns() == {
+      "train": "train/*/*", "validation": "validation/*/*", "test": "test/*/*"}
+
+
+def test_flat_class_folders(tmp_path):
+  root = make_dataset(tmp_path, {"all": 3}, splits=False)
+  layout = detect_layout(str(root))
+  assert not layout.has_split_folders
+  assert layout.split_patterns() == {"all": "*/*"}
+
+
+def test_spans_use_the_newest(tmp_path):
+  make_dataset(tmp_path / "span-1", {"all": 2}, splits=False)
+  make_dataset(tmp_path / "span-2", {"all": 2}, splits=False, classes=("cats", "dogs", "birds"))
+  layout = detect_layout(str(tmp_path))
+  assert layout.has_spans and layout.newest_span == 2
+  assert layout.class_names == ("birds", "cats", "dogs")
+  assert layout.split_patterns() == {"all": "span-{SPAN}/*/*"}
+
+
+def test_missing_root_names_the_path(tmp_path):
+  with pytest.raises(DataLayoutError, match=str(tmp_path / "nope")):
+    detect_layout(str(tmp_path / "nope"))
+
+
+def test_empty_class_names_the_folder(tmp_path):
+  root = make_dataset(tmp_path, {"all": 2}, splits=False)
+  (root / "birds").mkdir()
+  with pytest.raises(DataLayoutError, match=r"empty: .*birds"):
+    detect_layout(str(root))
+
+
+def test_a_single_class_is_not_enough(tmp_path):
+  root = make_dataset(tmp_path, {"all": 2}, splits=False, classes=("cats",))
+  with pytest.raises(DataLayoutError, match="at least two class folders"):
+    detect_layout(str(root))
+
+
+def test_class_missing_from_one_split_names_it(tmp_path):
+  root = make_dataset(tmp_path, {"train": 2, "validation": 1, "test": 1})
+  for f in (root / "test" / "dogs").iterdir():
+    f.unlink()
+  (root / "test" / "dogs").rmdir()
+  with pytest.raises(DataLayoutError, match=r"missing: .*test/dogs"):
+    detect_layout(str(root))
+
+
+def test_hidden_and_stray_files_are_ignored_and_listed(tmp_path):
+  root = make_dataset(tmp_path, {"all": 2}, splits=False)
+  (root / "cats" / ".DS_Store").write_bytes(b"x")
+  (root / "notes.txt").write_text("stray")
+  (root / "cats" / "nested").mkdir()
+  (root / "cats" / "nested" / "deep.jpg").write_bytes(b"x")
+  files, ignored = list_split(str(root), str(root), ["cats", "dogs"])
+  assert len(files) == 4
+  assert sorted(ignored) == ["cats/.DS_Store", "cats/nested/deep.jpg", "notes.txt"]
