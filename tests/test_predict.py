@@ -106,6 +106,8 @@ def test_both_signatures_agree(files, saved_model):
   import tensorflow as tf
   from components.trainer.signatures import EXAMPLES_SIGNATURE, IMAGES_INPUT, IMAGES_SIGNATURE
   from components.transform import IMAGE_KEY
+  from pipeline import predict  # keeps copies of the names, to stay free of TensorFlow
+  assert (predict.IMAGES_SIGNATURE, predict.IMAGES_INPUT) == (IMAGES_SIGNATURE, IMAGES_INPUT)
   contents = [p.read_bytes() for p in files["good"]]
   contents.append(image_bytes(CLASS_COLORS["cats"], size=(64, 48), fmt="BMP", seed=103))
   examples = [tf.train.Example(features=tf.train.Features(feature={

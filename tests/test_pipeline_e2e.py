@@ -1,0 +1,88 @@
+"""The whole pipeline under LocalDagRunner on tiny generated photos."""
+import json
+import os
+import pathlib
+import shutil
+
+import pytest
+import tensorflow as tf
+
+from components.data_gate import DataAnomaliesError
+from pipeline import runs
+from pipeline.config import load_config
+from pipeline.local_runner import run_pipeline, summarize
+from conftest import TINY_VGG, make_dataset, tiny_overrides
+
+
+def _versions(config):
+  folder = pathlib.Path(config.serving_dir) / config.model_name
+  return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def test_full_run_records_artifacts_and_pushes_a_model(tiny_run):
+  config, run = tiny_run
+  assert {n: run.nodes[n].state for n in ("ImageExampleGen", "Trainer", "Pusher")} == {
+      "ImageExampleGen": "ran", "Trainer": "ran", "Pusher": "ran"}
+  examples = run.artifact("ImageExampleGen", "examples")
+  assert runs.int_property(examples, "num_examples") == 40
+  assert runs.int_property(examples, "num_rejected") == 1
+  files = tf.io.gfile.glob(os.path.join(examples.uri, "Split-train", "*.gz"))
+  assert sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP")) == 24
+
+  model = run.artifact("Trainer", "model")
+  with open(os.path.join(model.uri, "history.json")) as f:
+    history = json.load(f)
+  assert [r["phase"] for r in history] == [1, 1, 1, 2]
+  assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+  assert history[0]["learning_rate"] == pytest.approx(1e-3)
+  assert history[-1]["learning_rate"] == pytest.approx(1e-5)
+  assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[-1])
+
+  assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 1
+  versions = _versions(config)
+  assert len(versions) == 1
+  assert (pathlib.Path(config.serving_dir) / config.model_name / versions[0] /
+          "saved_model.pb").exists()
+  summary = "\n".join(summarize(config, run))
+  assert "BLESSED" in summary and "rejected train/cats/broken.jpg" in summary
+
+
+def _rerun(tiny_run, tmp_path, **overrides):
+  """Continues the tiny run's history in a copy of its output folder."""
+  config, _ = tiny_run
+  shutil.copytree(config.output_dir, tmp_path / "out")
+  new_config = load_config(None, tiny_overrides(config.data.root, tmp_path / "out",
+                                                **{**TINY_VGG, **overrides}))
+  return new_config, run_pipeline(new_config, echo=lambda line: None)
+
+
+def test_an_unblessed_model_leaves_the_serving_folder_alone(tiny_run, tmp_path):
+  config, run = _rerun(tiny_run, tmp_path, **{"evaluate.accuracy_threshold": 1.01})
+  assert run.nodes["Trainer"].state == "cached"  # same data and settings
+  assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 0
+  assert _versions(config) == _versions(tiny_run[0])
+  assert "NOT BLESSED" in "\n".join(summarize(config, run))
+
+
+def test_a_model_worse_than_the_baseline_is_not_blessed(tiny_run, tmp_path):
+  # One epoch of head training only: passes the 0.0 threshold, loses to the baseline.
+  config, run = _rerun(tiny_run, tmp_path, **{"train.phase1_epochs": 1,
+                                               "train.phase2_epochs": 0})
+  assert run.nodes["Trainer"].state == "ran"
+  summary = "\n".join(summarize(config, run))
+  assert "NOT BLESSED" in summary, summary
+  assert "baseline 1.0000" in summary
+  assert _versions(config) == _versions(tiny_run[0])
+
+
+def test_anomalies_stop_the_run_before_training(tmp_path):
+  data = make_dataset(tmp_path / "photos", {"train": 3, "validation": 1, "test": 1},
+                      classes=("birds", "cats", "dogs"))
+  config = load_config(None, tiny_overrides(data, tmp_path / "out"))
+  with pytest.raises(Exception) as raised:
+    run_pipeline(config, echo=lambda line: None)
+  message = str(raised.value)
+  assert isinstance(raised.value, DataAnomaliesError) or "DataAnomaliesError" in message
+  assert "'label'" in message and "'class_name'" in message
+  run = runs.load_run(runs.open_store(config.metadata_path))
+  assert "Trainer" not in run.nodes and "Transform" not in run.nodes
