@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 import pathlib
 
 import numpy as np
@@ -50,7 +51,7 @@ def make_dataset(root: pathlib.Path, per_class: dict[str, int], splits=True,
       folder.mkdir(parents=True, exist_ok=True)
       for i in range(count):
         (folder / f"{name}.{i}.jpg").write_bytes(
-            image_bytes(CLASS_COLORS[name], seed=hash((split, name, i)) % 2**32))
+            image_bytes(CLASS_COLORS[name], seed=zlib.crc32(f"{split}/{name}/{i}".encode())))
   return root
 
 

@@ -86,3 +86,4 @@ def test_anomalies_stop_the_run_before_training(tmp_path):
   assert "'label'" in message and "'class_name'" in message
   run = runs.load_run(runs.open_store(config.metadata_path))
   assert "Trainer" not in run.nodes and "Transform" not in run.nodes
+

@@ -1,0 +1,95 @@
+"""Freeze/unfreeze rules, optimizers and weights resolution of the Trainer."""
+import dataclasses
+
+import numpy as np
+import pytest
+import tf_keras as keras
+
+from components.trainer import model as model_lib
+from components.trainer.weights import WeightsNotFoundError, resolve_weights
+from pipeline.config import TrainConfig
+
+
+def tiny(base="mobilenet_v2", size=32, **kw):
+  config = dataclasses.asdict(TrainConfig(base_model=base, alpha=0.35, weights="none",
+                                          image_size=size))
+  config.update(kw)
+  return config, model_lib.build_model(config, 2)
+
+
+def base_trainable(model):
+  return [layer.name for layer in model_lib.base_of(model).layers
+          if layer.trainable and layer.weights]
+
+
+def test_phase1_freezes_every_base_weight():
+  _, model = tiny()
+  model_lib.freeze_base(model)
+  assert base_trainable(model) == []
+  head = {w.name.split("/")[0] for w in model.trainable_weights}
+  assert head == {"probability"}
+
+
+def test_phase2_last_n_layers_excludes_batchnorm():
+  _, model = tiny()
+  model_lib.freeze_base(model)
+  model_lib.unfreeze_top(model, "10", "mobilenet_v2")
+  base = model_lib.base_of(model)
+  last10 = base.layers[-10:]
+  expected = [l.name for l in last10 if l.weights and
+              not isinstance(l, keras.layers.BatchNormalization)]
+  assert base_trainable(model) == expected and expected
+  assert all(not l.trainable for l in base.layers
+             if isinstance(l, keras.layers.BatchNormalization))
+
+
+def test_phase2_from_a_named_layer():
+  _, model = tiny("vgg16")
+  model_lib.unfreeze_top(model, "block5_conv1", "vgg16")
+  assert base_trainable(model) == ["block5_conv1", "block5_conv2", "block5_conv3"]
+
+
+def test_auto_rule_and_all():
+  _, model = tiny()
+  model_lib.unfreeze_top(model, "auto", "mobilenet_v2")
+  assert base_trainable(model)[0] == "block_11_expand"
+  model_lib.unfreeze_top(model, "all", "mobilenet_v2")
+  assert base_trainable(model)[0] == "Conv1"
+
+
+def test_unknown_layer_is_a_clear_error():
+  _, model = tiny("vgg16")
+  with pytest.raises(model_lib.UnfreezeError, match="no layer named 'block9_conv1'"):
+    model_lib.unfreeze_top(model, "block9_conv1", "vgg16")
+
+
+def test_learning_rates_are_applied_and_phase2_changes_only_unfrozen_weights():
+  config, model = tiny("vgg16", flip=False, rotation=0, zoom=0, translation=0, dropout=0)
+  model_lib.freeze_base(model)
+  model_lib.compile_for_phase(model, "adam", 1e-3, 2)
+  assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+  model_lib.unfreeze_top(model, "block5_conv1", "vgg16")
+  model_lib.compile_for_phase(model, "rmsprop", 1e-5, 2)
+  assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+  assert float(model.optimizer.learning_rate) == pytest.approx(1e-5)
+
+  before = {w.name: w.numpy().copy() for w in model.weights}
+  images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+  model.train_on_batch(images, np.array([[0], [1], [0], [1]], "float32"))
+  changed = {w.name for w in model.weights if not np.array_equal(before[w.name], w.numpy())}
+  trainable = {w.name for w in model.trainable_weights}
+  assert changed and changed <= trainable
+  assert any(n.startswith("block5_conv") for n in changed)
+  assert not any(n.startswith("block4") for n in changed)
+
+
+def test_weights_folder_lookup_and_missing_files(tmp_path):
+  name = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+  (tmp_path / name).write_bytes(b"h5")
+  assert resolve_weights(str(tmp_path), "mobilenet_v2", 0.35, 160) == str(tmp_path / name)
+  with pytest.raises(WeightsNotFoundError, match="vgg16_weights_tf_dim_ordering"):
+    resolve_weights(str(tmp_path), "vgg16")
+  with pytest.raises(WeightsNotFoundError, match="nope.h5"):
+    resolve_weights(str(tmp_path / "nope.h5"), "vgg16")
+  assert resolve_weights("none", "vgg16") is None
+  assert resolve_weights("imagenet", "vgg16") == "imagenet"
