@@ -27,7 +27,6 @@ test: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
-	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) $(OUTPUT)
