@@ -11,7 +11,10 @@ from components.data_gate import DataAnomaliesError
 from pipeline import runs
 from pipeline.config import load_config
 from pipeline.local_runner import run_pipeline, summarize
-from conftest import TINY_VGG, make_dataset, tiny_overrides
+from components.evaluation import read_accuracy
+from components.image_example_gen.executor import report_path
+from conftest import (SHARED_DATA, SHARED_WEIGHTS, TINY_VGG, make_dataset, requires_shared,
+                      tiny_overrides)
 
 
 def _versions(config):
@@ -87,3 +90,23 @@ def test_anomalies_stop_the_run_before_training(tmp_path):
   run = runs.load_run(runs.open_store(config.metadata_path))
   assert "Trainer" not in run.nodes and "Transform" not in run.nodes
 
+
+
+@requires_shared()
+def test_short_fine_tune_on_real_photos_with_offline_weights(tmp_path):
+  """The real code path on the real photos: 2000/500/500, no rejections, a useful model."""
+  config = load_config(None, {
+      "data.root": str(SHARED_DATA), "output_dir": str(tmp_path / "out"),
+      "train.weights": str(SHARED_WEIGHTS), "train.alpha": 0.35, "train.image_size": 96,
+      "train.max_train_examples": 400, "train.phase1_epochs": 2, "train.phase2_epochs": 1,
+      "train.unfreeze": "20", "evaluate.accuracy_threshold": 0.75})
+  run = run_pipeline(config, echo=print)
+  print("\n".join(summarize(config, run)))
+  with open(report_path(run.artifact("ImageExampleGen", "examples").uri)) as f:
+    report = json.load(f)
+  assert {s: sum(c.values()) for s, c in report["examples"].items()} == {
+      "train": 2000, "validation": 500, "test": 500}
+  assert report["num_rejected"] == 0
+  accuracy = read_accuracy(run.artifact("Evaluator", "evaluation").uri)
+  assert accuracy > 0.75
+  assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 1

@@ -41,7 +41,9 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
 
   dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
   if training and train_config["max_train_examples"]:
-    dataset = dataset.take(train_config["max_train_examples"])
+    # Records are not in random order (a shard may hold one class): sample, don't truncate.
+    dataset = (dataset.shuffle(20000, seed=train_config["seed"], reshuffle_each_iteration=False)
+               .take(train_config["max_train_examples"]))
   dataset = (dataset.batch(64)
              .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
              .unbatch())
