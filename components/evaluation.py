@@ -11,13 +11,16 @@ def eval_config(num_classes: int, accuracy_threshold: float,
   worse than the last blessed model by more than `max_accuracy_drop`."""
   accuracy = tfma.MetricConfig(
       class_name="SparseCategoricalAccuracy",
-      threshold=tfma.MetricThreshold(
+      # On the overall slice only: per-class accuracies are reported, not gated.
+      per_slice_thresholds=[tfma.PerSliceMetricThreshold(
+          slicing_specs=[tfma.SlicingSpec()],
+          threshold=tfma.MetricThreshold(
           value_threshold=tfma.GenericValueThreshold(
               lower_bound={"value": accuracy_threshold}),
           # Applies only when a baseline exists; -1e-10 so "equal" passes.
           change_threshold=tfma.GenericChangeThreshold(
               direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-              absolute={"value": -max_accuracy_drop - 1e-10})))
+              absolute={"value": -max_accuracy_drop - 1e-10})))])
   return tfma.EvalConfig(
       model_specs=[tfma.ModelSpec(
           signature_name="serving_default", label_key="label",
