@@ -1,6 +1,7 @@
 """The `finetune` command."""
 from __future__ import annotations
 
+import functools
 import sys
 
 import click
@@ -19,47 +20,187 @@ def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
   return overrides
 
 
+def run_options(command):
+  """The options that say what to run on and where: shared by run and experiment."""
+  options = [
+      click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
+      click.option("--data-root", help="Folder of class folders (see README for layouts)."),
+      click.option("--output", "output_dir",
+                   help="Output folder (pipeline root, metadata, serving)."),
+      click.option("--pipeline-name", help="Pipeline name; also the default served model name."),
+      click.option("--weights",
+                   help="imagenet | none | weights file | folder of Keras weight files."),
+      click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
+                   help="Any setting, e.g. --set train.image_size=160 (repeatable)."),
+      click.option("--beam-arg", "beam_args", multiple=True,
+                   help="Beam pipeline argument (repeatable)."),
+      click.option("--warn-on-anomalies", is_flag=True,
+                   help="Report data anomalies but keep training."),
+  ]
+
+  @functools.wraps(command)
+  def wrapper(config_path, data_root, output_dir, pipeline_name, weights, sets, beam_args,
+              warn_on_anomalies, **kwargs):
+    overrides = _parse_sets(sets)
+    for key, value in (("data.root", data_root), ("output_dir", output_dir),
+                       ("pipeline_name", pipeline_name), ("train.weights", weights)):
+      if value is not None:
+        overrides[key] = value
+    if beam_args:
+      overrides["beam_args"] = list(beam_args)
+    if warn_on_anomalies:
+      overrides["data.fail_on_anomalies"] = False
+    try:
+      config = load_config(config_path, overrides).validate()
+    except ConfigError as e:
+      raise click.UsageError(str(e))
+    return command(config=config, **kwargs)
+
+  for option in reversed(options):
+    wrapper = option(wrapper)
+  return wrapper
+
+
+def _interrupted():
+  click.echo("\nInterrupted. Finished steps are recorded in ML Metadata: run the same "
+             "command again to resume from them.", err=True)
+  sys.exit(130)
+
+
 @click.group()
 def main():
   """Fine-tune a pretrained image classifier on folders of photos, with TFX."""
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(), help="YAML configuration file.")
-@click.option("--data-root", help="Folder of class folders (see README for layouts).")
-@click.option("--output", "output_dir", help="Output folder (pipeline root, metadata, serving).")
-@click.option("--pipeline-name", help="Pipeline name; also the default served model name.")
-@click.option("--weights", help="imagenet | none | weights file | folder of Keras weight files.")
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Any setting, e.g. --set train.image_size=160 (repeatable).")
-@click.option("--beam-arg", "beam_args", multiple=True, help="Beam pipeline argument (repeatable).")
-@click.option("--warn-on-anomalies", is_flag=True, help="Report data anomalies but keep training.")
-def run(config_path, data_root, output_dir, pipeline_name, weights, sets, beam_args,
-        warn_on_anomalies):
+@run_options
+@click.option("--no-report", is_flag=True, help="Skip writing the HTML run report.")
+def run(config, no_report):
   """Run the pipeline locally (ingest, validate, transform, train, evaluate, push)."""
-  overrides = _parse_sets(sets)
-  for key, value in (("data.root", data_root), ("output_dir", output_dir),
-                     ("pipeline_name", pipeline_name), ("train.weights", weights)):
-    if value is not None:
-      overrides[key] = value
-  if beam_args:
-    overrides["beam_args"] = list(beam_args)
-  if warn_on_anomalies:
-    overrides["data.fail_on_anomalies"] = False
-  try:
-    config = load_config(config_path, overrides).validate()
-  except ConfigError as e:
-    raise click.UsageError(str(e))
-
   from components.data_gate import DataAnomaliesError
   from components.image_example_gen import DataLayoutError
+  from pipeline import runs
   from pipeline.local_runner import run_pipeline, summarize
+  from pipeline.report import write_report
   try:
     result = run_pipeline(config, echo=click.echo)
-  except (DataLayoutError, DataAnomaliesError) as e:
+  except DataLayoutError as e:
     click.echo(f"Run stopped: {e}", err=True)
     sys.exit(2)
+  except DataAnomaliesError as e:
+    click.echo(f"Run stopped: {e}", err=True)
+    if not no_report:  # the report shows the data summary and the anomalies
+      path = write_report(config, runs.load_run(runs.open_store(config.metadata_path)))
+      click.echo(f"Report: {path}", err=True)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    _interrupted()
   click.echo("\n".join(summarize(config, result)))
+  if not no_report:
+    click.echo("Writing the run report ...")
+    click.echo(f"Report: {write_report(config, result)}")
+
+
+@main.command()
+@click.option("--run", "run_id", default="latest", show_default=True,
+              help="Run id (see the run's summary) or 'latest'.")
+@click.option("--output", "report_dir", type=click.Path(),
+              help="Folder for index.html and its pictures. "
+                   "Default: <output>/<pipeline>/reports/<run id>/.")
+@click.option("--config", "config_path", type=click.Path(), help="YAML configuration file.")
+@click.option("--outputs", "output_dir",
+              help="The output folder `finetune run` used (default: outputs).")
+@click.option("--pipeline-name", help="Pipeline name of the run.")
+def report(run_id, report_dir, config_path, output_dir, pipeline_name):
+  """Write the HTML report of a finished run: curves, confusion matrix, mistakes, data."""
+  from pipeline.report import write_report
+  config, run = _load_run(config_path, output_dir, pipeline_name, run_id)
+  click.echo(f"Writing the report of run {run.run_id} ...")
+  click.echo(f"Report: {write_report(config, run, report_dir)}")
+
+
+def _load_run(config_path, output_dir, pipeline_name, run_id):
+  """The configuration and a finished run, found from the options `finetune run` took."""
+  import os
+  from pipeline import runs
+  overrides = {k: v for k, v in (("output_dir", output_dir), ("pipeline_name", pipeline_name))
+               if v is not None}
+  try:
+    config = load_config(config_path, overrides)
+  except ConfigError as e:
+    raise click.UsageError(str(e))
+  if not os.path.exists(config.metadata_path):
+    raise click.ClickException(f"no pipeline metadata at {config.metadata_path}; "
+                               "run `finetune run` first, or pass --outputs/--pipeline-name")
+  try:
+    return config, runs.load_run(runs.open_store(config.metadata_path), run_id)
+  except LookupError as e:
+    raise click.ClickException(str(e))
+
+
+@main.command()
+@click.option("--run", "run_id", default="latest", show_default=True,
+              help="A trusted run's id, or 'latest'.")
+@click.option("--output", "schema_output", type=click.Path(),
+              help="Where the inferred schema goes. Default: <output>/<pipeline>/schema/inferred.pbtxt.")
+@click.option("--config", "config_path", type=click.Path(), help="YAML configuration file.")
+@click.option("--outputs", "output_dir",
+              help="The output folder `finetune run` used (default: outputs).")
+@click.option("--pipeline-name", help="Pipeline name of the run.")
+def schema(run_id, schema_output, config_path, output_dir, pipeline_name):
+  """Infer a schema from a trusted run's statistics and diff it against the curated one."""
+  from pipeline.schema import propose_schema
+  config, run = _load_run(config_path, output_dir, pipeline_name, run_id)
+  try:
+    path, diff = propose_schema(config, run, schema_output)
+  except LookupError as e:
+    raise click.ClickException(str(e))
+  click.echo(diff or "The inferred schema is identical to the curated one.")
+  click.echo(f"Inferred schema: {path}\nReview the diff; carry the changes you want into "
+             f"{config.data.schema_path} and commit them.")
+
+
+@main.group()
+def experiment():
+  """Train one variant per value and compare them on the test split."""
+
+
+def _experiment(config, kind, values, comparison_dir):
+  from pipeline.experiment import run_experiment, to_markdown, KINDS
+  values = [v.strip() for v in values.split(",") if v.strip()]
+  if not values:
+    raise click.UsageError("give at least one value")
+  try:
+    rows, out = run_experiment(config, kind, values, echo=click.echo, output_dir=comparison_dir)
+  except KeyboardInterrupt:
+    _interrupted()
+  click.echo("\n" + to_markdown(rows, KINDS[kind]))
+  click.echo(f"Comparison: {out}/comparison.csv, comparison.md, comparison.png")
+  if all(row["status"] != "ok" for row in rows):
+    sys.exit(1)
+
+
+@experiment.command()
+@click.option("--bases", required=True, help="Comma-separated, e.g. mobilenet_v2,vgg16,resnet50.")
+@click.option("--comparison-dir", type=click.Path(), help="Where the table and plot go.")
+@run_options
+def bases(config, bases, comparison_dir):
+  """Compare base models (same data, same settings otherwise)."""
+  from components.trainer.model import BASES
+  unknown = [b for b in bases.split(",") if b.strip() and b.strip() not in BASES]
+  if unknown:
+    raise click.UsageError(f"unknown base(s) {', '.join(unknown)}; choose from {', '.join(BASES)}")
+  _experiment(config, "bases", bases, comparison_dir)
+
+
+@experiment.command()
+@click.option("--values", required=True,
+              help="Comma-separated unfreeze rules: N (last N layers), a layer name, all, 0.")
+@click.option("--comparison-dir", type=click.Path(), help="Where the table and plot go.")
+@run_options
+def unfreeze(config, values, comparison_dir):
+  """Compare how much of the base phase 2 unfreezes."""
+  _experiment(config, "unfreeze", values, comparison_dir)
 
 
 from pipeline.predict import predict  # noqa: E402

@@ -6,6 +6,7 @@ travels to the Trainer as `custom_config`.
 """
 from __future__ import annotations
 
+import copy as copy_module
 import dataclasses
 import pathlib
 import typing
@@ -36,7 +37,7 @@ class TrainConfig:
   base_model: str = "mobilenet_v2"    # mobilenet_v2 | vgg16 | resnet50 | xception | efficientnet_b0 | inception_v3
   alpha: float = 1.0                  # MobileNetV2 width multiplier
   weights: str = "imagenet"           # imagenet | none | path to a .h5 file | folder of Keras weight files
-  image_size: int = 224               # the ImageNet weights' native size
+  image_size: int = 160               # 160 px: 98% accuracy in half the time of 224 (bench/train.py)
   batch_size: int = 32
   phase1_epochs: int = 5              # head only, base frozen
   phase1_optimizer: str = "adam"
@@ -176,9 +177,18 @@ def load_config(path: str | None = None, overrides: dict[str, Any] | None = None
     if not isinstance(values, dict):
       raise ConfigError(f"config file {path} must hold a mapping at the top")
     _apply(config, values)
-  for dotted, value in (overrides or {}).items():
+  return with_overrides(config, overrides or {}, copy=False)
+
+
+def with_overrides(config: PipelineConfig, overrides: dict[str, Any],
+                   copy: bool = True) -> PipelineConfig:
+  """`config` with dotted settings ("train.unfreeze": "all") applied; a copy by default."""
+  if copy:
+    config = copy_module.deepcopy(config)
+  for dotted, value in overrides.items():
     nested: Any = value
     for part in reversed(dotted.split(".")):
       nested = {part: nested}
     _apply(config, nested)
   return config
+

@@ -67,11 +67,12 @@ class _Progress(threading.Thread):
       self._seen[execution.id] = state
 
 
-def run_pipeline(config: PipelineConfig, echo=print) -> runs.PipelineRun:
+def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
+                 ) -> runs.PipelineRun:
   """Runs (or resumes) the pipeline; returns the run as recorded in MLMD."""
   os.makedirs(config.run_dir, exist_ok=True)
   connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
-  pipeline = create_pipeline(config, connection)
+  pipeline = create_pipeline(config, connection, experiment=experiment)
   echo(f"Pipeline {config.pipeline_name}: data {config.data.root}, outputs {config.run_dir}")
   progress = _Progress(config.metadata_path, echo)
   progress.start()

@@ -14,9 +14,13 @@ from pipeline.config import PipelineConfig
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None
-                    ) -> tfx.dsl.Pipeline:
-  """Builds fresh component objects each call (TFX's DSL registry forbids reuse)."""
+def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
+                    experiment: bool = False) -> tfx.dsl.Pipeline:
+  """Builds fresh component objects each call (TFX's DSL registry forbids reuse).
+
+  `experiment=True` leaves out the baseline and the Pusher: a variant is
+  evaluated on its own and never served.
+  """
   config.validate()
   data_layout = detect_layout(config.data.root)
 
@@ -51,6 +55,18 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None
       eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),
       custom_config=dataclasses.asdict(config.train))
 
+  evaluator_args = dict(
+      examples=example_gen.outputs["examples"],
+      model=trainer.outputs["model"],
+      example_splits=[TEST],
+      eval_config=eval_config(len(data_layout.class_names), config.evaluate.accuracy_threshold,
+                              config.evaluate.max_accuracy_drop))
+  components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate,
+                transform, trainer]
+  if experiment:
+    components.append(tfx.components.Evaluator(**evaluator_args))
+    return _pipeline(config, components, metadata_connection_config)
+
   baseline_resolver = tfx.dsl.Resolver(
       strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
       model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -58,12 +74,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None
   ).with_id("latest_blessed_model_resolver")
 
   evaluator = tfx.components.Evaluator(
-      examples=example_gen.outputs["examples"],
-      model=trainer.outputs["model"],
-      baseline_model=baseline_resolver.outputs["model"],
-      example_splits=[TEST],
-      eval_config=eval_config(len(data_layout.class_names), config.evaluate.accuracy_threshold,
-                              config.evaluate.max_accuracy_drop))
+      baseline_model=baseline_resolver.outputs["model"], **evaluator_args)
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs["model"],
@@ -72,11 +83,16 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None
           filesystem=pusher_pb2.PushDestination.Filesystem(
               base_directory=f"{config.serving_dir}/{config.model_name}")))
 
+  return _pipeline(config, components + [baseline_resolver, evaluator, pusher],
+                   metadata_connection_config)
+
+
+def _pipeline(config: PipelineConfig, components: list, metadata_connection_config
+              ) -> tfx.dsl.Pipeline:
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
-                  transform, trainer, baseline_resolver, evaluator, pusher],
+      components=components,
       enable_cache=True,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=config.beam_args)

@@ -110,3 +110,22 @@ def test_short_fine_tune_on_real_photos_with_offline_weights(tmp_path):
   accuracy = read_accuracy(run.artifact("Evaluator", "evaluation").uri)
   assert accuracy > 0.7  # chance is 0.5; 400 photos at 96 px for 3 epochs
   assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 1
+
+
+def test_schema_command_proposes_a_schema_as_a_diff(tiny_run, tmp_path):
+  from click.testing import CliRunner
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  from pipeline.cli import main
+  config, _ = tiny_run
+  out = tmp_path / "inferred.pbtxt"
+  result = CliRunner().invoke(main, ["schema", "--outputs", config.output_dir,
+                                     "--output", str(out)])
+  assert result.exit_code == 0, result.output
+  inferred = text_format.Parse(out.read_text(), schema_pb2.Schema())
+  assert {f.name for f in inferred.feature} == {
+      "image_raw", "label", "class_name", "path", "height", "width", "format"}
+  assert {"cats", "dogs"} <= {v for d in inferred.string_domain for v in d.value}
+  # The curated label domain is a human decision that inference does not make.
+  assert f"--- {config.data.schema_path}" in result.output
+  assert "-  int_domain {\n-    min: 0\n-    max: 1" in result.output.replace("\r", "")

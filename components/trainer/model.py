@@ -12,6 +12,7 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras as keras
 
+from components.trainer.augment import RandomAffine
 from components.trainer.weights import resolve_weights
 
 apps = keras.applications
@@ -61,13 +62,9 @@ def build_model(train_config: dict, num_classes: int) -> keras.Model:
   seed = train_config["seed"]
   if train_config["flip"]:
     x = keras.layers.RandomFlip("horizontal", seed=seed)(x)
-  if train_config["rotation"]:
-    x = keras.layers.RandomRotation(train_config["rotation"], seed=seed)(x)
-  if train_config["zoom"]:
-    x = keras.layers.RandomZoom(train_config["zoom"], seed=seed)(x)
-  if train_config["translation"]:
-    t = train_config["translation"]
-    x = keras.layers.RandomTranslation(t, t, seed=seed)(x)
+  if train_config["rotation"] or train_config["zoom"] or train_config["translation"]:
+    x = RandomAffine(train_config["rotation"], train_config["zoom"],
+                     train_config["translation"], seed=seed, name="random_affine")(x)
   x = base_spec.preprocess_input(x)
   x = base(x, training=False)
   x = keras.layers.GlobalAveragePooling2D()(x)

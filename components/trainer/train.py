@@ -114,7 +114,7 @@ def run_fn(fn_args: FnArgs) -> None:
   model = model_lib.build_model(config, num_classes)
   rows: list[dict] = []
   summary = {"class_names": class_names, "base_model": config["base_model"],
-             "weights": config["weights"], "phases": {}}
+             "weights": config["weights"], "config": config, "phases": {}}
 
   print(f"Phase 1: training the head on the frozen {config['base_model']} base", flush=True)
   model_lib.freeze_base(model)

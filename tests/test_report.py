@@ -1,0 +1,150 @@
+"""`finetune report` and `finetune experiment` on tiny end-to-end runs."""
+import csv
+import json
+import os
+import pathlib
+import re
+
+from click.testing import CliRunner
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+import tensorflow_model_analysis as tfma
+
+from pipeline import runs
+from pipeline.cli import main
+from pipeline.config import load_config
+from pipeline.predict import load_serving_model, predict_files
+from conftest import CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides
+
+
+def _images(html: str) -> list[str]:
+  return re.findall(r"<img src='([^']+)'", html)
+
+
+def test_report_shows_the_run_as_its_artifacts_record_it(tiny_run, tmp_path):
+  config, run = tiny_run
+  result = CliRunner().invoke(main, ["report", "--outputs", config.output_dir,
+                                     "--output", str(tmp_path / "report")])
+  assert result.exit_code == 0, result.output
+  page = tmp_path / "report" / "index.html"
+  assert f"Report: {page}" in result.output
+  html = page.read_text()
+
+  pictures = _images(html)
+  assert {"curves.png", "confusion_matrix.png"} <= set(pictures)
+  for picture in pictures:
+    with Image.open(page.parent / picture) as image:
+      assert image.format == "PNG" and min(image.size) > 20
+
+  # Every epoch of the Trainer's history, as a table row.
+  model = run.artifact("Trainer", "model")
+  history = json.loads((pathlib.Path(model.uri) / "history.json").read_text())
+  for row in history:
+    cells = [row["epoch"], row["phase"], f"{row['loss']:.4f}", f"{row['accuracy']:.4f}",
+             f"{row['val_loss']:.4f}", f"{row['val_accuracy']:.4f}"]
+    assert "<tr>" + "".join(f"<td>{c}</td>" for c in cells) in html
+
+  # TFMA's accuracy and confusion matrix, read here straight from the Evaluator's output.
+  evaluation = tfma.load_eval_result(run.artifact("Evaluator", "evaluation").uri)
+  overall = dict(evaluation.slicing_metrics)[()][""][""]
+  accuracy = overall["sparse_categorical_accuracy"]["doubleValue"]
+  assert f"BLESSED: test accuracy {accuracy:.4f}; threshold 0;" in html
+  data = json.loads((page.parent / "report.json").read_text())
+  matrix = np.array(data["evaluation"]["confusion_matrix"])
+  assert matrix.sum() == overall["example_count"]["doubleValue"] == 8
+  assert np.trace(matrix) / matrix.sum() == pytest.approx(accuracy)
+
+  # Data summary and lineage.
+  assert "<td>train/cats/broken.jpg</td><td>not an image" in html
+  assert f"<td>run id</td><td>{run.run_id}</td>" in html
+  assert model.uri in html and "<td>base model</td><td>vgg16</td>" in html
+  assert "<td>train.unfreeze</td><td>block5_conv1</td>" in html
+
+
+def test_report_of_a_missing_run_is_a_clear_error(tiny_run):
+  config, _ = tiny_run
+  result = CliRunner().invoke(main, ["report", "--outputs", config.output_dir,
+                                     "--run", "no-such-run"])
+  assert result.exit_code == 1 and "no run 'no-such-run'" in result.output
+  result = CliRunner().invoke(main, ["report", "--outputs", "/nonexistent/outputs"])
+  assert result.exit_code == 1 and "no pipeline metadata at /nonexistent/outputs" in result.output
+
+
+# Two unfreeze rules for VGG16 and the base parameters each adds in phase 2:
+# block5 holds three 3x3x512x512 convolutions (+512 biases each).
+BLOCK5_CONV = 3 * 3 * 512 * 512 + 512
+UNFREEZE_RULES = {"block5_conv1": 3 * BLOCK5_CONV, "block5_conv3": BLOCK5_CONV}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+  """An unfreeze experiment on tiny photos; two test cats are dog-coloured (mislabelled)."""
+  root = tmp_path_factory.mktemp("experiment")
+  data = make_dataset(root / "photos", {"train": 12, "validation": 4, "test": 4})
+  for i in range(2):
+    (data / "test" / "cats" / f"odd.{i}.jpg").write_bytes(
+        image_bytes(CLASS_COLORS["dogs"], seed=100 + i))
+  overrides = tiny_overrides(data, root / "out", **TINY_VGG)
+  args = ["experiment", "unfreeze", "--values", ",".join(UNFREEZE_RULES),
+          "--comparison-dir", str(root / "comparison")]
+  args += [f"--set={key}={value}" for key, value in overrides.items() if key != "beam_args"]
+  args += [f"--beam-arg={arg}" for arg in overrides["beam_args"]]
+  result = CliRunner().invoke(main, args)
+  assert result.exit_code == 0, result.output
+  return load_config(None, overrides), root / "comparison", result.output, data
+
+
+def test_experiment_compares_unfreeze_rules_on_one_ingestion(experiment):
+  config, comparison, output, _ = experiment
+  with open(comparison / "comparison.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [r["variant"] for r in rows] == list(UNFREEZE_RULES)
+  assert all(r["status"] == "ok" for r in rows)
+  for row in rows:
+    added = int(row["phase2_trainable_params"]) - int(row["phase1_trainable_params"])
+    assert added == UNFREEZE_RULES[row["variant"]]
+    assert 0 <= float(row["test_accuracy"]) <= 1 and float(row["training_seconds"]) > 0
+  assert "| train.unfreeze | status | test_accuracy" in (comparison / "comparison.md").read_text()
+  with Image.open(comparison / "comparison.png") as image:
+    assert image.format == "PNG"
+  assert "| block5_conv3 | ok |" in output
+
+  # Ingestion ran once; the second variant reused it (and Transform) from the cache.
+  store = runs.open_store(os.path.join(config.output_dir, f"{config.pipeline_name}_experiments",
+                                       "metadata.sqlite"))
+  states = {}
+  for execution in store.get_executions():
+    states.setdefault(runs.node_name(store, execution), []).append(runs.state_name(execution))
+  assert states["ImageExampleGen"] == ["ran", "cached"]
+  assert states["Transform"] == ["ran", "cached"]
+  assert states["Trainer"] == ["ran", "ran"]
+  # Experiment models are never pushed to the served model folder.
+  assert not (pathlib.Path(config.serving_dir)).exists()
+
+
+def test_gallery_lists_exactly_the_misclassified_test_photos(experiment, tmp_path):
+  config, _, _, data = experiment
+  from pipeline.experiment import experiment_config
+  from pipeline.report import write_report
+  exp_config = experiment_config(config)
+  run = runs.load_run(runs.open_store(exp_config.metadata_path))
+  page = write_report(exp_config, run, tmp_path / "report")
+  report = json.loads((page.parent / "report.json").read_text())
+
+  # Predictions made here another way: raw files from disk through `predict_images`.
+  signature = load_serving_model(os.path.join(run.artifact("Trainer", "model").uri,
+                                              "Format-Serving"))
+  files = sorted((data / "test").rglob("*.jpg"))
+  wrong = {f"test/{p.parent.name}/{p.name}" for p, r in zip(files, predict_files(signature, files))
+           if r["predicted_class"] != p.parent.name}
+  assert {"test/cats/odd.0.jpg", "test/cats/odd.1.jpg"} <= wrong
+  assert {m["path"] for m in report["misclassified"]} == wrong
+  probabilities = [m["probability"] for m in report["misclassified"]]
+  assert probabilities == sorted(probabilities, reverse=True)  # worst first
+  html = page.read_text()
+  thumbnails = [src for src in _images(html) if src.startswith("misclassified/")]
+  assert len(thumbnails) == len(wrong)
+  for path in wrong:
+    assert f"<td>{path}</td>" in html
