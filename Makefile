@@ -26,7 +26,8 @@ test: install
 	$(BIN)/python -m pytest $(ARGS)
 
 bench: install
-	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/ingest.py $(DATA)
+	$(BIN)/python bench/train.py $(DATA) $(WEIGHTS)
 
 clean:
 	rm -rf $(VENV) $(OUTPUT)

@@ -71,3 +71,30 @@ def read_accuracy(evaluation_uri: str, model_name: str = "candidate") -> float |
   metrics = read_metrics(evaluation_uri, model_name)
   return metrics["overall"].get(ACCURACY_METRIC) if metrics else None
 
+
+
+def read_thresholds(evaluation_uri: str) -> dict:
+  """The accuracy gate the Evaluator applied, from the eval_config.json TFMA saved:
+  {"threshold": float | None, "max_accuracy_drop": float | None (no baseline)}."""
+  import json
+  import os
+  import tensorflow as tf
+  path = os.path.join(evaluation_uri, "eval_config.json")
+  found = {"threshold": None, "max_accuracy_drop": None}
+  if not tf.io.gfile.exists(path):
+    return found
+  with tf.io.gfile.GFile(path) as f:
+    config = json.load(f)["evalConfig"]
+  for spec in config.get("metricsSpecs", []):
+    for metric in spec.get("metrics", []):
+      if metric.get("className") != "SparseCategoricalAccuracy":
+        continue
+      for per_slice in metric.get("perSliceThresholds", []):
+        threshold = per_slice.get("threshold", {})
+        bound = threshold.get("valueThreshold", {}).get("lowerBound")
+        if bound is not None:
+          found["threshold"] = float(bound)
+        change = threshold.get("changeThreshold", {}).get("absolute")
+        if change is not None:  # written as -(drop) - 1e-10, so that "equal" passes
+          found["max_accuracy_drop"] = round(-float(change) - 1e-10, 9)
+  return found

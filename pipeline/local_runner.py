@@ -14,12 +14,13 @@ import time
 import tensorflow as tf
 from tfx import v1 as tfx
 from tfx.orchestration import metadata
+from tfx.utils import dependency_utils
 
 from components.data_gate import read_anomalies
 from components.evaluation import read_accuracy
 from components.image_example_gen.executor import report_path
 from pipeline import runs
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, uses_direct_runner
 from pipeline.pipeline import create_pipeline
 
 
@@ -67,10 +68,26 @@ class _Progress(threading.Thread):
       self._seen[execution.id] = state
 
 
+def _skip_tfx_sdist_on_direct_runner() -> None:
+  """Before every Beam component TFX packages itself as an sdist (2-3 s) for
+  remote workers to install; workers of the DirectRunner share this environment."""
+  if getattr(dependency_utils.make_beam_dependency_flags, "direct_runner_aware", False):
+    return
+  make_flags = dependency_utils.make_beam_dependency_flags
+
+  def flags(beam_pipeline_args):
+    return (beam_pipeline_args if uses_direct_runner(beam_pipeline_args)
+            else make_flags(beam_pipeline_args))
+
+  flags.direct_runner_aware = True
+  dependency_utils.make_beam_dependency_flags = flags
+
+
 def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
                  ) -> runs.PipelineRun:
   """Runs (or resumes) the pipeline; returns the run as recorded in MLMD."""
   os.makedirs(config.run_dir, exist_ok=True)
+  _skip_tfx_sdist_on_direct_runner()
   connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
   pipeline = create_pipeline(config, connection, experiment=experiment)
   echo(f"Pipeline {config.pipeline_name}: data {config.data.root}, outputs {config.run_dir}")

@@ -17,6 +17,7 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
+import matplotlib.ticker  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -115,7 +116,7 @@ def predict_split(model_uri: str, split_uri: str) -> list[dict]:
 def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
   """Everything the page shows, as plain data (also written as report.json)."""
   from components.data_gate import read_anomalies
-  from components.evaluation import read_accuracy, read_metrics
+  from components.evaluation import read_accuracy, read_metrics, read_thresholds
   from components.image_example_gen.executor import report_path
   from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
 
@@ -148,8 +149,7 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
     }
     data["blessing"] = {
         "blessed": blessing is not None and runs.int_property(blessing, "blessed") == 1,
-        "threshold": config.evaluate.accuracy_threshold,
-        "max_accuracy_drop": config.evaluate.max_accuracy_drop,
+        **read_thresholds(evaluation.uri),  # what this run applied, not today's config
         "candidate_accuracy": read_accuracy(evaluation.uri, "candidate"),
         "baseline_accuracy": read_accuracy(evaluation.uri, "baseline"),
     }
@@ -185,6 +185,7 @@ def plot_curves(history: list[dict], path: pathlib.Path) -> None:
       ax.text(phase1 + 0.6, 0.98, "phase 2: fine-tune", transform=ax.get_xaxis_transform(),
               va="top", fontsize=8, color="gray")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_title(metric)
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=8, loc="lower right")
@@ -284,12 +285,16 @@ def _evaluation_section(data: dict) -> str:
   parts = []
   if blessing:
     verdict = "BLESSED" if blessing["blessed"] else "NOT BLESSED"
-    baseline = (_num(blessing["baseline_accuracy"]) if blessing["baseline_accuracy"] is not None
-                else "none (first blessed model)")
+    if blessing["baseline_accuracy"] is None:
+      baseline = "none (first blessed model)"
+    else:
+      baseline = f"{_num(blessing['baseline_accuracy'])}"
+      if blessing["max_accuracy_drop"] is not None:
+        baseline += f" (tolerated drop {blessing['max_accuracy_drop']:g})"
+    threshold = "n/a" if blessing["threshold"] is None else f"{blessing['threshold']:g}"
     parts.append(
         f"<p class='verdict {'ok' if blessing['blessed'] else 'bad'}'>{verdict}: test accuracy "
-        f"{_num(blessing['candidate_accuracy'])}; threshold {blessing['threshold']:g}; baseline "
-        f"{baseline} (tolerated drop {blessing['max_accuracy_drop']:g}).</p>")
+        f"{_num(blessing['candidate_accuracy'])}; threshold {threshold}; baseline {baseline}.</p>")
   if data.get("pushed_to"):
     parts.append(f"<p>Pushed to <code>{html.escape(data['pushed_to'])}</code>.</p>")
   if evaluation.get("confusion_matrix"):

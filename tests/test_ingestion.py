@@ -18,7 +18,8 @@ SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
          ("image_raw", tf.string)]}
 
 
-def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",)):
+def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",),
+           read_back=True):
   """Runs the component's executor as the orchestrator would; returns (report, records)."""
   component = ImageExampleGen(str(data_root), detect_layout(str(data_root)),
                               ratios or {"train": 8, "validation": 1, "test": 1}, 1024)
@@ -31,7 +32,7 @@ def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",
   Executor(Executor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir) + "_tmp")
            ).Do({}, {"examples": [examples]}, exec_properties)
   records = {}
-  for split in artifact_utils.decode_split_names(examples.split_names):
+  for split in artifact_utils.decode_split_names(examples.split_names) if read_back else []:
     files = tf.io.gfile.glob(str(pathlib.Path(out_dir) / f"Split-{split}" / "*.gz"))
     records[split] = [tf.io.parse_single_example(r, SPEC)
                       for r in tf.data.TFRecordDataset(files, compression_type="GZIP")]
@@ -95,7 +96,23 @@ def test_the_newest_span_is_ingested(tmp_path):
 @requires_shared()
 def test_real_photos_are_all_ingested(tmp_path):
   report, records, _ = ingest(SHARED_DATA, tmp_path / "out",
-                              beam_args=("--direct_running_mode=multi_processing",
-                                         "--direct_num_workers=0"))
+                              beam_args=("--direct_running_mode=in_memory",))
   assert {s: len(r) for s, r in records.items()} == {"train": 2000, "validation": 500, "test": 500}
   assert report["num_rejected"] == 0 and report["num_ignored"] == 0
+
+
+def test_records_lost_in_beam_stop_the_run(tmp_path, monkeypatch):
+  from components.image_example_gen import executor
+  root = make_dataset(tmp_path / "photos", {"train": 3, "validation": 1, "test": 1})
+  count_labels = executor._count_labels
+
+  def one_record_short(split_uri, class_names):  # as if a shard had lost a record
+    counts = count_labels(split_uri, class_names)
+    if split_uri.endswith("Split-train"):
+      counts["cats"] -= 1
+    return counts
+
+  monkeypatch.setattr(executor, "_count_labels", one_record_short)
+  with pytest.raises(executor.IngestionIncompleteError, match="10 image files were listed"
+                     ".*9 examples were written and 0 files rejected: 1 went missing"):
+    ingest(root, tmp_path / "out")

@@ -93,3 +93,32 @@ def test_weights_folder_lookup_and_missing_files(tmp_path):
     resolve_weights(str(tmp_path / "nope.h5"), "vgg16")
   assert resolve_weights("none", "vgg16") is None
   assert resolve_weights("imagenet", "vgg16") == "imagenet"
+
+
+def test_augmentation_only_in_training():
+  from components.trainer.augment import RandomAffine
+  _, model = tiny(flip=True, rotation=0.1, zoom=0.2, translation=0.1, dropout=0)
+  images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+  # Inference (evaluation, serving) is deterministic: no augmentation.
+  np.testing.assert_array_equal(model(images, training=False).numpy(),
+                                model(images, training=False).numpy())
+  layer = RandomAffine(rotation=0.1, zoom=0.2, translation=0.1, seed=1)
+  np.testing.assert_array_equal(layer(images, training=False).numpy(), images)
+  augmented = layer(images, training=True).numpy()
+  assert augmented.shape == images.shape and not np.allclose(augmented, images)
+
+
+def test_affine_augmentation_moves_content_as_asked():
+  from components.trainer.augment import RandomAffine
+  image = np.zeros((1, 41, 41, 1), "float32")
+  image[0, 20, 30] = 255  # a dot 10 px right of the centre
+  # No rotation or zoom: a shift of up to 10% (4 px) keeps the dot in its row's band.
+  shifted = RandomAffine(translation=0.1, seed=3)(np.repeat(image, 8, 0), training=True).numpy()
+  for out in shifted[..., 0]:
+    y, x = np.unravel_index(out.argmax(), out.shape)
+    assert abs(x - 30) <= 5 and abs(y - 20) <= 5
+  # Rotation alone, whatever the angle, keeps the dot 10 px from the centre.
+  turned = RandomAffine(rotation=0.25, seed=4)(np.repeat(image, 8, 0), training=True).numpy()
+  for out in turned[..., 0]:
+    y, x = np.unravel_index(out.argmax(), out.shape)
+    assert abs(np.hypot(x - 20, y - 20) - 10) <= 1.5

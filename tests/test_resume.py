@@ -9,8 +9,8 @@ from pipeline.config import load_config
 from conftest import TINY_VGG, make_dataset, tiny_overrides
 
 
-def _command(overrides: dict) -> list[str]:
-  args = [sys.executable, "-m", "pipeline.cli", "run", "--no-report"]
+def _command(overrides: dict, *extra: str) -> list[str]:
+  args = [sys.executable, "-m", "pipeline.cli", "run", *extra]
   args += [f"--set={key}={value}" for key, value in overrides.items() if key != "beam_args"]
   return args + [f"--beam-arg={arg}" for arg in overrides["beam_args"]]
 
@@ -19,7 +19,7 @@ def test_killed_run_resumes_reusing_what_finished(tmp_path):
   data = make_dataset(tmp_path / "photos", {"train": 12, "validation": 4, "test": 4})
   overrides = tiny_overrides(data, tmp_path / "out", **TINY_VGG)
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-  first = subprocess.Popen(_command(overrides), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+  first = subprocess.Popen(_command(overrides, "--no-report"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            text=True, env=env, start_new_session=True)
   seen = []
   for line in first.stdout:  # kill it hard once training has begun
@@ -36,6 +36,9 @@ def test_killed_run_resumes_reusing_what_finished(tmp_path):
   for node in ("ImageExampleGen", "StatisticsGen", "Transform"):
     assert f"{node} cached (inputs unchanged)" in second.stdout
   assert "Trainer done" in second.stdout and "Pushed:" in second.stdout
+  # Every finished run ends with its report.
+  report = second.stdout.rsplit("Report: ", 1)[1].strip()
+  assert report.endswith("index.html") and os.path.isfile(report)
 
   config = load_config(None, overrides)
   store = runs.open_store(config.metadata_path)

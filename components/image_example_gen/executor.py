@@ -28,6 +28,10 @@ _REPORT_DIR_KEY = "_ingestion_report_dir"
 _REJECTED = "rejected"
 
 
+class IngestionIncompleteError(RuntimeError):
+  """Fewer records came out of the Beam pipeline than files went in."""
+
+
 def report_path(examples_uri: str) -> str:
   return posixpath.join(examples_uri, REPORT_DIR, "report.json")
 
@@ -77,8 +81,8 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any],
   files, ignored = layout.list_split(root, split_dir, names)
   report_dir = exec_properties[_REPORT_DIR_KEY]
   split_key = posixpath.basename(split_dir) or "all"
-  with tf.io.gfile.GFile(posixpath.join(report_dir, f"ignored-{split_key}.json"), "w") as f:
-    json.dump(ignored, f)
+  with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split_key}.json"), "w") as f:
+    json.dump({"listed": len(files), "ignored": ignored}, f)
 
   results = (
       pipeline
@@ -123,16 +127,27 @@ class Executor(BaseExampleGenExecutor):
     super().Do(input_dict, output_dict,
                {**exec_properties, _REPORT_DIR_KEY: report_dir})
 
-    rejected, ignored = [], []
+    rejected, ignored, listed = [], [], 0
     for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "rejected-*.jsonl"))):
       with tf.io.gfile.GFile(path) as f:
         rejected += [json.loads(line) for line in f if line.strip()]
-    for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "ignored-*.json"))):
+    for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "listing-*.json"))):
       with tf.io.gfile.GFile(path) as f:
-        ignored += json.load(f)
+        listing = json.load(f)
+      ignored += listing["ignored"]
+      listed += listing["listed"]
     counts = {
         split: _count_labels(artifact_utils.get_split_uri([examples], split), names)
         for split in artifact_utils.decode_split_names(examples.split_names)}
+    written = sum(sum(c.values()) for c in counts.values())
+    if written + len(rejected) != listed:
+      # Every photo must end up as an example or a listed rejection; never vanish.
+      raise IngestionIncompleteError(
+          f"{listed} image files were listed under {exec_properties['input_base']}, but "
+          f"{written} examples were written and {len(rejected)} files rejected: "
+          f"{listed - written - len(rejected)} went missing in the Beam pipeline "
+          f"(Beam arguments: {' '.join(a for a in self._beam_pipeline_args if a.startswith(('--runner', '--direct'))) or 'defaults'}). "
+          "Rerun; if it persists, use --beam-arg=--direct_running_mode=in_memory.")
     report = {
         "data_root": exec_properties["input_base"],
         "class_names": names,
