@@ -101,56 +101,61 @@ def run(config, no_report):
     click.echo(f"Report: {write_report(config, result)}")
 
 
+def recorded_run_options(command):
+  """Options that find one recorded run, as `finetune run` left it; passes (config, run)."""
+
+  @functools.wraps(command)
+  def wrapper(run_id, config_path, output_dir, pipeline_name, **kwargs):
+    import os
+    from pipeline import runs
+    overrides = {k: v for k, v in (("output_dir", output_dir), ("pipeline_name", pipeline_name))
+                 if v is not None}
+    try:
+      config = load_config(config_path, overrides)
+    except ConfigError as e:
+      raise click.UsageError(str(e))
+    if not os.path.exists(config.metadata_path):
+      raise click.ClickException(f"no pipeline metadata at {config.metadata_path}; "
+                                 "run `finetune run` first, or pass --outputs/--pipeline-name")
+    try:
+      run = runs.load_run(runs.open_store(config.metadata_path), run_id)
+    except LookupError as e:
+      raise click.ClickException(str(e))
+    return command(config=config, run=run, **kwargs)
+
+  options = [
+      click.option("--run", "run_id", default="latest", show_default=True,
+                   help="Run id (see the run's summary) or 'latest'."),
+      click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
+      click.option("--outputs", "output_dir",
+                   help="The output folder `finetune run` used (default: outputs)."),
+      click.option("--pipeline-name", help="Pipeline name of the run."),
+  ]
+  for option in reversed(options):
+    wrapper = option(wrapper)
+  return wrapper
+
+
 @main.command()
-@click.option("--run", "run_id", default="latest", show_default=True,
-              help="Run id (see the run's summary) or 'latest'.")
+@recorded_run_options
 @click.option("--output", "report_dir", type=click.Path(),
               help="Folder for index.html and its pictures. "
                    "Default: <output>/<pipeline>/reports/<run id>/.")
-@click.option("--config", "config_path", type=click.Path(), help="YAML configuration file.")
-@click.option("--outputs", "output_dir",
-              help="The output folder `finetune run` used (default: outputs).")
-@click.option("--pipeline-name", help="Pipeline name of the run.")
-def report(run_id, report_dir, config_path, output_dir, pipeline_name):
+def report(config, run, report_dir):
   """Write the HTML report of a finished run: curves, confusion matrix, mistakes, data."""
   from pipeline.report import write_report
-  config, run = _load_run(config_path, output_dir, pipeline_name, run_id)
   click.echo(f"Writing the report of run {run.run_id} ...")
   click.echo(f"Report: {write_report(config, run, report_dir)}")
 
 
-def _load_run(config_path, output_dir, pipeline_name, run_id):
-  """The configuration and a finished run, found from the options `finetune run` took."""
-  import os
-  from pipeline import runs
-  overrides = {k: v for k, v in (("output_dir", output_dir), ("pipeline_name", pipeline_name))
-               if v is not None}
-  try:
-    config = load_config(config_path, overrides)
-  except ConfigError as e:
-    raise click.UsageError(str(e))
-  if not os.path.exists(config.metadata_path):
-    raise click.ClickException(f"no pipeline metadata at {config.metadata_path}; "
-                               "run `finetune run` first, or pass --outputs/--pipeline-name")
-  try:
-    return config, runs.load_run(runs.open_store(config.metadata_path), run_id)
-  except LookupError as e:
-    raise click.ClickException(str(e))
-
-
 @main.command()
-@click.option("--run", "run_id", default="latest", show_default=True,
-              help="A trusted run's id, or 'latest'.")
+@recorded_run_options
 @click.option("--output", "schema_output", type=click.Path(),
-              help="Where the inferred schema goes. Default: <output>/<pipeline>/schema/inferred.pbtxt.")
-@click.option("--config", "config_path", type=click.Path(), help="YAML configuration file.")
-@click.option("--outputs", "output_dir",
-              help="The output folder `finetune run` used (default: outputs).")
-@click.option("--pipeline-name", help="Pipeline name of the run.")
-def schema(run_id, schema_output, config_path, output_dir, pipeline_name):
+              help="Where the inferred schema goes. "
+                   "Default: <output>/<pipeline>/schema/inferred.pbtxt.")
+def schema(config, run, schema_output):
   """Infer a schema from a trusted run's statistics and diff it against the curated one."""
   from pipeline.schema import propose_schema
-  config, run = _load_run(config_path, output_dir, pipeline_name, run_id)
   try:
     path, diff = propose_schema(config, run, schema_output)
   except LookupError as e:

@@ -142,11 +142,12 @@ class Executor(BaseExampleGenExecutor):
     written = sum(sum(c.values()) for c in counts.values())
     if written + len(rejected) != listed:
       # Every photo must end up as an example or a listed rejection; never vanish.
+      runner_args = [a for a in self._beam_pipeline_args if a.startswith(("--runner", "--direct"))]
       raise IngestionIncompleteError(
           f"{listed} image files were listed under {exec_properties['input_base']}, but "
           f"{written} examples were written and {len(rejected)} files rejected: "
           f"{listed - written - len(rejected)} went missing in the Beam pipeline "
-          f"(Beam arguments: {' '.join(a for a in self._beam_pipeline_args if a.startswith(('--runner', '--direct'))) or 'defaults'}). "
+          f"(Beam arguments: {' '.join(runner_args) or 'defaults'}). "
           "Rerun; if it persists, use --beam-arg=--direct_running_mode=in_memory.")
     report = {
         "data_root": exec_properties["input_base"],
