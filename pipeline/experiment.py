@@ -108,7 +108,7 @@ def plot_comparison(rows: list[dict], setting: str, path: pathlib.Path) -> None:
   for x, value in enumerate(accuracies):
     left.text(x, value, f"{value:.3f}", ha="center", va="bottom", fontsize=9)
   if accuracies:
-    left.set_ylim(max(0.0, min(accuracies) - 0.1), 1.0)
+    left.set_ylim(max(0.0, min(accuracies) - 0.1), 1.03)  # room for the labels
   left.set_title("test accuracy")
   right.bar(names, [r["training_seconds"] / 60 for r in done], color="tab:orange")
   right.set_title("training time (minutes)")

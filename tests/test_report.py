@@ -16,7 +16,8 @@ from pipeline import runs
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.predict import load_serving_model, predict_files
-from conftest import CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides
+from conftest import (CLASS_COLORS, SHARED_WEIGHTS, TINY_VGG, image_bytes, make_dataset,
+                      requires_shared, tiny_overrides)
 
 
 def _images(html: str) -> list[str]:
@@ -148,3 +149,21 @@ def test_gallery_lists_exactly_the_misclassified_test_photos(experiment, tmp_pat
   assert len(thumbnails) == len(wrong)
   for path in wrong:
     assert f"<td>{path}</td>" in html
+
+
+@requires_shared()
+def test_a_base_without_offline_weights_fails_alone(tmp_path):
+  """The offline folder holds MobileNetV2 weights only: VGG16 fails, MobileNetV2 still runs."""
+  data = make_dataset(tmp_path / "photos", {"train": 6, "validation": 2, "test": 2})
+  overrides = tiny_overrides(data, tmp_path / "out", **{"train.weights": str(SHARED_WEIGHTS)})
+  args = ["experiment", "bases", "--bases", "vgg16,mobilenet_v2",
+          "--comparison-dir", str(tmp_path / "comparison")]
+  args += [f"--set={key}={value}" for key, value in overrides.items() if key != "beam_args"]
+  result = CliRunner().invoke(main, args)
+  assert result.exit_code == 0, result.output
+  with open(tmp_path / "comparison" / "comparison.csv") as f:
+    rows = {r["variant"]: r for r in csv.DictReader(f)}
+  assert rows["vgg16"]["status"] == "failed"
+  assert ("WeightsNotFoundError: No weights for vgg16 in folder" in rows["vgg16"]["error"]
+          and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in rows["vgg16"]["error"])
+  assert rows["mobilenet_v2"]["status"] == "ok" and float(rows["mobilenet_v2"]["test_accuracy"]) >= 0

@@ -52,7 +52,8 @@ def resolve_weights(spec: str, base_model: str, alpha: float = 1.0,
       if tf.io.gfile.exists(path):
         return path
     raise WeightsNotFoundError(
-        f"No weights for {base_model} (alpha {alpha:g}) in folder {spec}: "
+        f"No weights for {base_model}"
+        f"{f' (alpha {alpha:g})' if base_model == 'mobilenet_v2' else ''} in folder {spec}: "
         f"expected a file named {names[0]}")
   if tf.io.gfile.exists(spec):
     return spec
