@@ -22,6 +22,9 @@ def eval_config(num_classes: int, accuracy_threshold: float,
               direction=tfma.MetricDirection.HIGHER_IS_BETTER,
               absolute={"value": -max_accuracy_drop - 1e-10})))])
   return tfma.EvalConfig(
+      # Only the metrics below: TFMA would also recompute the Keras compile
+      # metrics, whose binary "accuracy" misreads the two-column probabilities.
+      options=tfma.Options(include_default_metrics={"value": False}),
       model_specs=[tfma.ModelSpec(
           signature_name="serving_default", label_key="label",
           prediction_key=PREDICTION_KEY)],
