@@ -47,16 +47,21 @@ def main():
     test_accuracy = read_accuracy(run.artifact("Evaluator", "evaluation").uri, "candidate")
 
   train_images = sum(report["examples"]["train"].values())
+  validation_images = sum(report["examples"]["validation"].values())
   phases = {}
   for phase, info in summary["phases"].items():
     rows = [r for r in history if r["phase"] == int(phase)]
     phases[phase] = {
         "epochs": info["epochs"], "seconds": info["seconds"],
         "trainable_params": info["trainable_params"],
-        # One epoch = a pass over the training photos plus a validation pass.
+        # One epoch = a pass over the training photos (or their features) plus a validation pass.
         "train_images_per_second": round(train_images * info["epochs"] / info["seconds"], 1),
         "best_val_loss_epoch": min(rows, key=lambda r: r["val_loss"])["epoch"],
     }
+    if "feature_seconds" in info:  # phase 1 on base features computed once
+      phases[phase]["feature_seconds"] = info["feature_seconds"]
+      phases[phase]["feature_images_per_second"] = round(
+          (train_images + validation_images) / info["feature_seconds"], 1)
   kept = min(history if "2" not in phases else [r for r in history if r["phase"] == 2],
              key=lambda r: r["val_loss"])  # EarlyStopping restores the best epoch
   result = {

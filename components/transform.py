@@ -4,7 +4,7 @@ The same graph runs in training and inside the served model, so clients send
 the original JPEG/PNG/GIF/BMP bytes and get exactly the training-time pixels.
 
 Materialization: the pipeline runs Transform with `materialize=False`. Decoded
-pixels are 160*160*3*4 = 300 KB per image (float32), about 15x the JPEG; writing
+pixels are 224*224*3*4 = 600 KB per image (float32), about 13x the JPEG; writing
 them would multiply the disk footprint and the I/O of every epoch, and would
 not scale to large datasets. Instead the Trainer applies this graph on the fly
 while reading the raw records, and caches the decoded images in memory when

@@ -37,9 +37,12 @@ class TrainConfig:
   base_model: str = "mobilenet_v2"    # mobilenet_v2 | vgg16 | resnet50 | xception | efficientnet_b0 | inception_v3
   alpha: float = 1.0                  # MobileNetV2 width multiplier
   weights: str = "imagenet"           # imagenet | none | path to a .h5 file | folder of Keras weight files
-  image_size: int = 160               # half the training time of 224 px, the weights' native size
+  image_size: int = 224               # the ImageNet weights' native size
   batch_size: int = 32
-  phase1_epochs: int = 5              # head only, base frozen
+  phase1_epochs: int = 10             # head only, base frozen
+  # Phase 1 on base features computed once (seconds per epoch instead of a
+  # forward pass of every photo); False runs the whole model with augmentation.
+  phase1_on_features: bool = True
   phase1_optimizer: str = "adam"
   phase1_learning_rate: float = 1e-3
   phase2_epochs: int = 5              # top of the base unfrozen

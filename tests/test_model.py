@@ -122,3 +122,37 @@ def test_affine_augmentation_moves_content_as_asked():
   for out in turned[..., 0]:
     y, x = np.unravel_index(out.argmax(), out.shape)
     assert abs(np.hypot(x - 20, y - 20) - 10) <= 1.5
+
+
+def test_phase1_on_features_trains_the_models_own_head():
+  import tensorflow as tf
+  from components.trainer.train import feature_datasets
+  config, model = tiny(dropout=0)
+  model_lib.freeze_base(model)
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 255, (12, 32, 32, 3)).astype("float32")
+  labels = (np.arange(12) % 2).reshape(-1, 1).astype("float32")
+  pixels = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(12, seed=1).batch(5)
+  train, val = feature_datasets(model, pixels, pixels, config)
+
+  # Each feature row still carries its own image's label, though the pixels were shuffled.
+  extractor = model_lib.feature_extractor(model)
+  expected = extractor.predict(images, verbose=0)
+  pairs = list(train.unbatch().as_numpy_iterator())
+  assert len(pairs) == 12 and sum(1 for _ in val.unbatch()) == 12
+  for features, label in pairs:
+    row = np.abs(expected - features).sum(axis=1).argmin()
+    np.testing.assert_allclose(expected[row], features, rtol=1e-5, atol=1e-5)
+    assert label == labels[row]
+
+  base_before = [w.numpy().copy() for w in model_lib.base_of(model).weights]
+  head_before = model.get_layer("probability").kernel.numpy().copy()
+  head = model_lib.head_of(model)
+  model_lib.compile_for_phase(head, "adam", 0.1, 2)
+  head.fit(train, epochs=2, verbose=0)
+  # The full model now predicts with the trained head; the base did not move.
+  assert not np.allclose(model.get_layer("probability").kernel.numpy(), head_before)
+  for before, after in zip(base_before, model_lib.base_of(model).weights):
+    np.testing.assert_array_equal(before, after.numpy())
+  np.testing.assert_allclose(model.predict(images, verbose=0),
+                             head.predict(expected, verbose=0), rtol=1e-4, atol=1e-5)

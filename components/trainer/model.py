@@ -36,6 +36,7 @@ BASES = {
     "inception_v3": Base(apps.InceptionV3, apps.inception_v3.preprocess_input, "62"),
 }
 BASE_LAYER_NAME = "base"
+POOLED_LAYER_NAME = "pooled"  # the base's features, averaged over the image
 
 
 class UnfreezeError(ValueError):
@@ -67,8 +68,8 @@ def build_model(train_config: dict, num_classes: int) -> keras.Model:
                      train_config["translation"], seed=seed, name="random_affine")(x)
   x = base_spec.preprocess_input(x)
   x = base(x, training=False)
-  x = keras.layers.GlobalAveragePooling2D()(x)
-  x = keras.layers.Dropout(train_config["dropout"], seed=seed)(x)
+  x = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER_NAME)(x)
+  x = keras.layers.Dropout(train_config["dropout"], seed=seed, name="head_dropout")(x)
   if num_classes == 2:
     outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
   else:
@@ -78,6 +79,18 @@ def build_model(train_config: dict, num_classes: int) -> keras.Model:
 
 def base_of(model: keras.Model) -> keras.Model:
   return model.get_layer(BASE_LAYER_NAME)
+
+
+def feature_extractor(model: keras.Model) -> keras.Model:
+  """Pixels -> pooled base features (augmentation is off outside training)."""
+  return keras.Model(model.input, model.get_layer(POOLED_LAYER_NAME).output)
+
+
+def head_of(model: keras.Model) -> keras.Model:
+  """Pooled features -> probabilities; shares its layers (and weights) with `model`."""
+  features = keras.Input(model.get_layer(POOLED_LAYER_NAME).output.shape[1:], name="features")
+  x = model.get_layer("head_dropout")(features)
+  return keras.Model(features, model.get_layer("probability")(x))
 
 
 def freeze_base(model: keras.Model) -> None:

@@ -24,6 +24,19 @@ from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
 HISTORY_FILE = "history.json"
 SUMMARY_FILE = "training_summary.json"
+PARALLEL_CALLS = os.cpu_count() or 2
+
+
+def _fixed_parallelism() -> tf.data.Options:
+  """tf.data options without autotuning.
+
+  The autotuning thread sleeps up to a minute between rounds, and destroying
+  an iterator waits for it to wake. Keras makes new iterators every epoch, so
+  this cost 10-60 s per training phase here; fixed parallelism costs nothing.
+  """
+  options = tf.data.Options()
+  options.autotune.enabled = False
+  return options
 
 
 def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
@@ -45,7 +58,7 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
     dataset = (dataset.shuffle(20000, seed=train_config["seed"], reshuffle_each_iteration=False)
                .take(train_config["max_train_examples"]))
   dataset = (dataset.batch(64)
-             .map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+             .map(transform, num_parallel_calls=PARALLEL_CALLS)
              .unbatch())
   if train_config["cache_images"]:
     dataset = dataset.cache()  # decode each photo once, not every epoch
@@ -59,8 +72,9 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
     return images, labels
 
   return (dataset.batch(train_config["batch_size"])
-          .map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
-          .prefetch(tf.data.AUTOTUNE))
+          .map(to_model_inputs, num_parallel_calls=PARALLEL_CALLS)
+          .prefetch(2)
+          .with_options(_fixed_parallelism()))
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -84,6 +98,36 @@ class EpochRecorder(keras.callbacks.Callback):
 
 def count_trainable(model: keras.Model) -> int:
   return int(sum(tf.size(w).numpy() for w in model.trainable_weights))
+
+
+def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
+                     train_config: dict) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+  """(pixels, label) batches -> (pooled base features, label) batches, held in memory.
+
+  One pass of each split through the frozen base, so phase 1 costs about one
+  epoch of inference however many epochs it runs. The price: phase 1 sees
+  no augmentation; it trains only the small head, and phase 2 augments.
+  """
+  extractor = model_lib.feature_extractor(model)
+  extract = tf.function(lambda images: extractor(images, training=False), input_signature=[
+      tf.TensorSpec([None, *extractor.input.shape[1:]], tf.float32)])
+
+  def features(dataset):
+    pairs = [(extract(images), labels) for images, labels in dataset]
+    return tf.concat([f for f, _ in pairs], 0), tf.concat([y for _, y in pairs], 0)
+
+  began = time.time()
+  train_x, train_y = features(train_ds)
+  val_x, val_y = features(val_ds)
+  seconds = time.time() - began
+  print(f"  base features of {len(train_x)} training and {len(val_x)} validation images "
+        f"in {seconds:.0f} s ({(len(train_x) + len(val_x)) / seconds:.0f} images/s)", flush=True)
+  batch_size = train_config["batch_size"]
+  train = (tf.data.Dataset.from_tensor_slices((train_x, train_y))
+           .shuffle(len(train_x), seed=train_config["seed"], reshuffle_each_iteration=True)
+           .batch(batch_size).with_options(_fixed_parallelism()))
+  val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch_size)
+  return train, val.with_options(_fixed_parallelism())
 
 
 def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir):
@@ -117,13 +161,21 @@ def run_fn(fn_args: FnArgs) -> None:
              "weights": config["weights"], "config": config, "phases": {}}
 
   print(f"Phase 1: training the head on the frozen {config['base_model']} base", flush=True)
+  began = time.time()
   model_lib.freeze_base(model)
-  model_lib.compile_for_phase(model, config["phase1_optimizer"],
-                              config["phase1_learning_rate"], num_classes)
   summary["phases"]["1"] = {"trainable_params": count_trainable(model)}
-  seconds = _fit_phase(model, 1, config["phase1_epochs"], train_ds, val_ds, rows, config,
-                       os.path.join(fn_args.model_run_dir, "phase1"))
-  summary["phases"]["1"].update(seconds=round(seconds, 1), epochs=len(rows))
+  if config["phase1_on_features"]:
+    # The frozen base gives the same features every epoch: compute them once.
+    phase1_model = model_lib.head_of(model)
+    phase1_train, phase1_val = feature_datasets(model, train_ds, val_ds, config)
+    summary["phases"]["1"]["feature_seconds"] = round(time.time() - began, 1)
+  else:
+    phase1_model, phase1_train, phase1_val = model, train_ds, val_ds
+  model_lib.compile_for_phase(phase1_model, config["phase1_optimizer"],
+                              config["phase1_learning_rate"], num_classes)
+  _fit_phase(phase1_model, 1, config["phase1_epochs"], phase1_train, phase1_val, rows, config,
+             os.path.join(fn_args.model_run_dir, "phase1"))
+  summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
 
   if config["phase2_epochs"] > 0 and str(config["unfreeze"]) not in ("0", "none"):
     layers = model_lib.unfreeze_top(model, config["unfreeze"], config["base_model"])
