@@ -8,13 +8,19 @@ the lists and the counts; `ingestion/labels.json` the class-name <-> label map.
 from __future__ import annotations
 
 import collections
+import gzip
 import json
 import posixpath
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.io import tfrecordio
+from apache_beam.io.filesystem import CompressionTypes
 import tensorflow as tf
+from tfx.components.example_gen import utils as example_gen_utils
+from tfx.components.example_gen import write_split
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
+from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import proto_utils
@@ -98,6 +104,46 @@ def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any],
   return results.examples
 
 
+class _StoredGzipFile(gzip.GzipFile):
+  """A GZIP stream with stored (uncompressed) deflate blocks; closing it closes `raw`."""
+
+  def __init__(self, raw):
+    super().__init__(filename="", fileobj=raw, mode="wb", compresslevel=0, mtime=0)
+    self._raw = raw
+
+  def close(self):
+    try:
+      super().close()
+    finally:
+      self._raw.close()
+
+
+class _StoredGzipTFRecordSink(tfrecordio._TFRecordSink):  # pylint: disable=protected-access
+  """TFRecord files in GZIP format, as every TFX reader expects, without compression.
+
+  The records are JPEG/PNG bytes, which do not shrink: zlib's default level
+  saved 6% of the bytes at 1.7 ms per photo, 40% of the ingestion time.
+  """
+
+  def __init__(self, file_path_prefix: str):
+    super().__init__(file_path_prefix, beam.coders.BytesCoder(), file_name_suffix=".gz",
+                     num_shards=0, shard_name_template=None,
+                     compression_type=CompressionTypes.UNCOMPRESSED)
+
+  def open(self, temp_path):
+    return _StoredGzipFile(super().open(temp_path))
+
+
+@beam.ptransform_fn
+def _WriteSplit(examples: beam.pvalue.PCollection, split_uri: str) -> beam.pvalue.PDone:
+  """TFX's WriteSplit for TFRecords, with the fast sink above."""
+  return (examples
+          | "Serialize" >> beam.ParDo(write_split.MaybeSerialize())
+          | "Shuffle" >> beam.Reshuffle()  # spread the classes over the output shards
+          | "Write" >> beam.io.Write(_StoredGzipTFRecordSink(
+              posixpath.join(split_uri, write_split.DEFAULT_TF_RECORD_FILE_NAME))))
+
+
 def _count_labels(split_uri: str, class_names: list[str]) -> dict[str, int]:
   files = tf.io.gfile.glob(posixpath.join(split_uri, "*.gz"))
   counts = collections.Counter()
@@ -116,7 +162,21 @@ class Executor(BaseExampleGenExecutor):
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
     return _ImagesToExample
 
+  def _write_examples(self, examples, exec_properties: dict[str, Any]) -> None:
+    """BaseExampleGenExecutor.Do, writing each split with `_WriteSplit`."""
+    input_config, output_config = example_gen_pb2.Input(), example_gen_pb2.Output()
+    proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+    proto_utils.json_to_proto(exec_properties["output_config"], output_config)
+    examples.split_names = artifact_utils.encode_split_names(
+        example_gen_utils.generate_output_split_names(input_config, output_config))
+    with self._make_beam_pipeline() as pipeline:
+      for split, split_examples in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
+        _ = split_examples | f"WriteSplit[{split}]" >> _WriteSplit(
+            artifact_utils.get_split_uri([examples], split))
+    examples_utils.set_payload_format(examples, exec_properties["output_data_format"])
+
   def Do(self, input_dict, output_dict, exec_properties) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(output_dict["examples"])
     report_dir = posixpath.join(examples.uri, REPORT_DIR)
     tf.io.gfile.makedirs(report_dir)
@@ -124,8 +184,7 @@ class Executor(BaseExampleGenExecutor):
     with tf.io.gfile.GFile(labels_path(examples.uri), "w") as f:
       json.dump({"class_names": names}, f)
 
-    super().Do(input_dict, output_dict,
-               {**exec_properties, _REPORT_DIR_KEY: report_dir})
+    self._write_examples(examples, {**exec_properties, _REPORT_DIR_KEY: report_dir})
 
     rejected, ignored, listed = [], [], 0
     for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "rejected-*.jsonl"))):
