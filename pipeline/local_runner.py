@@ -126,12 +126,19 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
     if tf.io.gfile.exists(history_path):
       with tf.io.gfile.GFile(history_path) as f:
         history = json.load(f)
+      summary_path = os.path.join(model.uri, "training_summary.json")
+      phases = {}
+      if tf.io.gfile.exists(summary_path):
+        with tf.io.gfile.GFile(summary_path) as f:
+          phases = json.load(f).get("phases", {})
       for phase in (1, 2):
         rows = [r for r in history if r["phase"] == phase]
         if rows:
+          # Wall time of the phase: includes phase 1's feature pass, not only its epochs.
+          seconds = phases.get(str(phase), {}).get("seconds", sum(r["seconds"] for r in rows))
           lines.append(f"Training phase {phase}: {len(rows)} epochs, "
                        f"val_accuracy {rows[-1].get('val_accuracy', float('nan')):.4f}, "
-                       f"{sum(r['seconds'] for r in rows):.0f}s")
+                       f"{seconds:.0f}s")
   evaluation = run.artifact("Evaluator", "evaluation")
   blessing = run.artifact("Evaluator", "blessing")
   if evaluation is not None and blessing is not None:
