@@ -1,26 +1,15 @@
-"""The TFMA configuration: metrics, slices and the blessing thresholds."""
+"""The TFMA configuration (metrics and slices) and reading its results back."""
 import tensorflow_model_analysis as tfma
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
 PREDICTION_KEY = "probabilities"  # output of the serving_default signature
 
 
-def eval_config(num_classes: int, accuracy_threshold: float,
-                max_accuracy_drop: float) -> tfma.EvalConfig:
-  """Blesses a model whose test accuracy clears the threshold and is not
-  worse than the last blessed model by more than `max_accuracy_drop`."""
-  accuracy = tfma.MetricConfig(
-      class_name="SparseCategoricalAccuracy",
-      # On the overall slice only: per-class accuracies are reported, not gated.
-      per_slice_thresholds=[tfma.PerSliceMetricThreshold(
-          slicing_specs=[tfma.SlicingSpec()],
-          threshold=tfma.MetricThreshold(
-          value_threshold=tfma.GenericValueThreshold(
-              lower_bound={"value": accuracy_threshold}),
-          # Applies only when a baseline exists; -1e-10 so "equal" passes.
-          change_threshold=tfma.GenericChangeThreshold(
-              direction=tfma.MetricDirection.HIGHER_IS_BETTER,
-              absolute={"value": -max_accuracy_drop - 1e-10})))])
+def eval_config(num_classes: int) -> tfma.EvalConfig:
+  """The test metrics: overall, the confusion matrix, AUC per class, and per class slice.
+
+  No thresholds: BlessingGate (components/blessing.py) applies the rules.
+  """
   return tfma.EvalConfig(
       # Only the metrics below: TFMA would also recompute the Keras compile
       # metrics, whose binary "accuracy" misreads the two-column probabilities.
@@ -33,14 +22,14 @@ def eval_config(num_classes: int, accuracy_threshold: float,
       metrics_specs=[
           tfma.MetricsSpec(metrics=[
               tfma.MetricConfig(class_name="ExampleCount"),
-              accuracy,
+              tfma.MetricConfig(class_name="SparseCategoricalAccuracy"),
               tfma.MetricConfig(class_name="MultiClassConfusionMatrixPlot"),
           ]),
-          # Per class, one-vs-rest.
+          # Per class, one-vs-rest. Precision and recall per class come from the
+          # confusion matrix (argmax): TFMA's top_k binarization counts every
+          # example as positive when the model outputs two columns.
           tfma.MetricsSpec(
-              metrics=[tfma.MetricConfig(class_name="Precision"),
-                       tfma.MetricConfig(class_name="Recall"),
-                       tfma.MetricConfig(class_name="AUC")],
+              metrics=[tfma.MetricConfig(class_name="AUC")],
               binarize=tfma.BinarizationOptions(class_ids={"values": list(range(num_classes))})),
       ])
 
@@ -69,35 +58,41 @@ def read_metrics(evaluation_uri: str, model_name: str = "candidate") -> dict | N
   return table
 
 
+def read_confusion_matrix(evaluation_uri: str, num_classes: int,
+                          model_name: str = "candidate") -> list[list[int]] | None:
+  """TFMA's MultiClassConfusionMatrixPlot on the overall slice: rows = true class,
+  columns = the argmax prediction."""
+  import numpy as np
+  for name in (model_name, None):  # with no baseline, TFMA's outputs are unnamed
+    try:
+      result = (tfma.load_eval_result(evaluation_uri, model_name=name) if name
+                else tfma.load_eval_result(evaluation_uri))
+    except Exception:  # noqa: BLE001  (TFMA raises several types for a missing model)
+      continue
+    for slice_key, plots in result.plots or []:
+      if slice_key != ():
+        continue
+      for per_output in plots.values():
+        for per_sub_key in per_output.values():
+          found = per_sub_key.get("multiClassConfusionMatrixAtThresholds")
+          if not found:
+            continue
+          matrix = np.zeros((num_classes, num_classes), dtype=int)
+          for entry in found["matrices"][0].get("entries", []):
+            actual = int(entry.get("actualClassId", 0))
+            predicted = int(entry.get("predictedClassId", 0))
+            if 0 <= predicted < num_classes:  # -1: no prediction above threshold
+              matrix[actual, predicted] += int(round(entry.get("numWeightedExamples", 0)))
+          return matrix.tolist()
+  return None
+
+
+def recall_per_class(matrix: list[list[int]]) -> list[float | None]:
+  """Recall of each class (None for a class with no test photos), from the confusion matrix."""
+  return [row[i] / sum(row) if sum(row) else None for i, row in enumerate(matrix)]
+
+
 def read_accuracy(evaluation_uri: str, model_name: str = "candidate") -> float | None:
   """Overall test accuracy of `model_name` ("candidate" or "baseline"), or None."""
   metrics = read_metrics(evaluation_uri, model_name)
   return metrics["overall"].get(ACCURACY_METRIC) if metrics else None
-
-
-
-def read_thresholds(evaluation_uri: str) -> dict:
-  """The accuracy gate the Evaluator applied, from the eval_config.json TFMA saved:
-  {"threshold": float | None, "max_accuracy_drop": float | None (no baseline)}."""
-  import json
-  import os
-  import tensorflow as tf
-  path = os.path.join(evaluation_uri, "eval_config.json")
-  found = {"threshold": None, "max_accuracy_drop": None}
-  if not tf.io.gfile.exists(path):
-    return found
-  with tf.io.gfile.GFile(path) as f:
-    config = json.load(f)["evalConfig"]
-  for spec in config.get("metricsSpecs", []):
-    for metric in spec.get("metrics", []):
-      if metric.get("className") != "SparseCategoricalAccuracy":
-        continue
-      for per_slice in metric.get("perSliceThresholds", []):
-        threshold = per_slice.get("threshold", {})
-        bound = threshold.get("valueThreshold", {}).get("lowerBound")
-        if bound is not None:
-          found["threshold"] = float(bound)
-        change = threshold.get("changeThreshold", {}).get("absolute")
-        if change is not None:  # written as -(drop) - 1e-10, so that "equal" passes
-          found["max_accuracy_drop"] = round(-float(change) - 1e-10, 9)
-  return found

@@ -7,15 +7,21 @@ import sys
 import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, load_config, recorded_config
+
+
+def fail(message: str, code: int = 2):
+  """One line on stderr, no traceback: for mistakes in what the user asked."""
+  click.echo(f"Error: {message}", err=True)
+  sys.exit(code)
 
 
 def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
   overrides = {}
   for item in values:
     key, sep, value = item.partition("=")
-    if not sep:
-      raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--set")
+    if not sep or not key.strip():
+      fail(f"--set expects KEY=VALUE, e.g. --set train.image_size=160; got {item!r}")
     overrides[key.strip()] = value
   return overrides
 
@@ -53,7 +59,7 @@ def run_options(command):
     try:
       config = load_config(config_path, overrides).validate()
     except ConfigError as e:
-      raise click.UsageError(str(e))
+      fail(str(e))
     return command(config=config, **kwargs)
 
   for option in reversed(options):
@@ -108,12 +114,10 @@ def recorded_run_options(command):
   def wrapper(run_id, config_path, output_dir, pipeline_name, **kwargs):
     import os
     from pipeline import runs
-    overrides = {k: v for k, v in (("output_dir", output_dir), ("pipeline_name", pipeline_name))
-                 if v is not None}
     try:
-      config = load_config(config_path, overrides)
+      config = recorded_config(config_path, output_dir, pipeline_name)
     except ConfigError as e:
-      raise click.UsageError(str(e))
+      fail(str(e))
     if not os.path.exists(config.metadata_path):
       raise click.ClickException(f"no pipeline metadata at {config.metadata_path}; "
                                  "run `finetune run` first, or pass --outputs/--pipeline-name")
@@ -129,7 +133,8 @@ def recorded_run_options(command):
       click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
       click.option("--outputs", "output_dir",
                    help="The output folder `finetune run` used (default: outputs)."),
-      click.option("--pipeline-name", help="Pipeline name of the run."),
+      click.option("--pipeline-name",
+                   help="Pipeline name of the run (default: the only one under the outputs)."),
   ]
   for option in reversed(options):
     wrapper = option(wrapper)
@@ -160,9 +165,9 @@ def schema(config, run, schema_output):
     path, diff = propose_schema(config, run, schema_output)
   except LookupError as e:
     raise click.ClickException(str(e))
-  click.echo(diff or "The inferred schema is identical to the curated one.")
+  click.echo(diff or "The inferred schema is identical to the one the run used.")
   click.echo(f"Inferred schema: {path}\nReview the diff; carry the changes you want into "
-             f"{config.data.schema_path} and commit them.")
+             f"the dataset's schema ({config.schema_file}).")
 
 
 @main.group()
@@ -174,7 +179,7 @@ def _experiment(config, kind, values, comparison_dir):
   from pipeline.experiment import run_experiment, to_markdown, KINDS
   values = [v.strip() for v in values.split(",") if v.strip()]
   if not values:
-    raise click.UsageError("give at least one value")
+    fail("give at least one value")
   try:
     rows, out = run_experiment(config, kind, values, echo=click.echo, output_dir=comparison_dir)
   except KeyboardInterrupt:
@@ -194,7 +199,7 @@ def bases(config, bases, comparison_dir):
   from components.trainer.model import BASES
   unknown = [b for b in bases.split(",") if b.strip() and b.strip() not in BASES]
   if unknown:
-    raise click.UsageError(f"unknown base(s) {', '.join(unknown)}; choose from {', '.join(BASES)}")
+    fail(f"unknown base(s) {', '.join(unknown)}; choose from {', '.join(BASES)}")
   _experiment(config, "bases", bases, comparison_dir)
 
 

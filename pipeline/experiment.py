@@ -22,8 +22,12 @@ COLUMNS = ["variant", "status", "test_accuracy", "validation_accuracy", "trainin
 
 
 def experiment_config(config: PipelineConfig) -> PipelineConfig:
-  """The experiment's own pipeline name: its runs never become the served baseline."""
-  return with_overrides(config, {"pipeline_name": f"{config.pipeline_name}_experiments"})
+  """The experiment's own pipeline name: its runs never become the served baseline.
+
+  It validates against the dataset's own schema, not one of its own.
+  """
+  return with_overrides(config, {"pipeline_name": f"{config.validate().pipeline_name}-experiments",
+                                 "data.schema_path": config.schema_file})
 
 
 def _root_cause(error: BaseException) -> str:

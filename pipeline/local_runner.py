@@ -17,11 +17,13 @@ from tfx.orchestration import metadata
 from tfx.utils import dependency_utils
 
 from components.data_gate import read_anomalies
-from components.evaluation import read_accuracy
+from components.blessing import read_verdict
+from components.image_example_gen import detect_layout
 from components.image_example_gen.executor import report_path
 from pipeline import runs
 from pipeline.config import PipelineConfig, uses_direct_runner
 from pipeline.pipeline import create_pipeline
+from pipeline.schema import create_schema
 
 
 class _Progress(threading.Thread):
@@ -85,19 +87,36 @@ def _skip_tfx_sdist_on_direct_runner() -> None:
 
 def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
                  ) -> runs.PipelineRun:
-  """Runs (or resumes) the pipeline; returns the run as recorded in MLMD."""
+  """Runs (or resumes) the pipeline; returns the run as recorded in MLMD.
+
+  The first run over a dataset with no schema runs up to StatisticsGen,
+  infers the schema from those statistics, then runs the whole pipeline;
+  ingestion and statistics are then reused from the cache.
+  """
+  config.validate()
+  detect_layout(config.data.root)  # a data problem stops the run before anything is written
   os.makedirs(config.run_dir, exist_ok=True)
   _skip_tfx_sdist_on_direct_runner()
   connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
-  pipeline = create_pipeline(config, connection, experiment=experiment)
   echo(f"Pipeline {config.pipeline_name}: data {config.data.root}, outputs {config.run_dir}")
+  if not tf.io.gfile.exists(config.schema_file):
+    echo(f"No schema for {config.pipeline_name} yet: ingesting, then inferring one "
+         "from the training statistics")
+    _run(create_pipeline(config, connection, statistics_only=True), config, echo)
+    path = create_schema(config, runs.load_run(runs.open_store(config.metadata_path)))
+    echo(f"Schema created: {path} (inferred from this data; review it; later runs "
+         "validate against it)")
+  _run(create_pipeline(config, connection, experiment=experiment), config, echo)
+  return runs.load_run(runs.open_store(config.metadata_path))
+
+
+def _run(pipeline, config: PipelineConfig, echo) -> None:
   progress = _Progress(config.metadata_path, echo)
   progress.start()
   try:
     tfx.orchestration.LocalDagRunner().run(pipeline)
   finally:
     progress.stop()
-  return runs.load_run(runs.open_store(config.metadata_path))
 
 
 def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
@@ -121,35 +140,29 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
     found = read_anomalies(anomalies.uri, anomalies.properties["split_names"].string_value)
     lines.append("Anomalies: " + ("none" if not found else "\n  " + "\n  ".join(found)))
   model = run.artifact("Trainer", "model")
-  if model is not None:
-    history_path = os.path.join(model.uri, "history.json")
-    if tf.io.gfile.exists(history_path):
-      with tf.io.gfile.GFile(history_path) as f:
-        history = json.load(f)
-      summary_path = os.path.join(model.uri, "training_summary.json")
-      phases = {}
-      if tf.io.gfile.exists(summary_path):
-        with tf.io.gfile.GFile(summary_path) as f:
-          phases = json.load(f).get("phases", {})
-      for phase in (1, 2):
-        rows = [r for r in history if r["phase"] == phase]
-        if rows:
-          # Wall time of the phase: includes phase 1's feature pass, not only its epochs.
-          seconds = phases.get(str(phase), {}).get("seconds", sum(r["seconds"] for r in rows))
-          lines.append(f"Training phase {phase}: {len(rows)} epochs, "
-                       f"val_accuracy {rows[-1].get('val_accuracy', float('nan')):.4f}, "
-                       f"{seconds:.0f}s")
-  evaluation = run.artifact("Evaluator", "evaluation")
-  blessing = run.artifact("Evaluator", "blessing")
-  if evaluation is not None and blessing is not None:
-    candidate = read_accuracy(evaluation.uri, "candidate")
-    baseline = read_accuracy(evaluation.uri, "baseline")
-    blessed = runs.int_property(blessing, "blessed") == 1
-    lines.append(
-        f"Evaluation: test accuracy {_fmt(candidate)} (threshold "
-        f"{config.evaluate.accuracy_threshold:g}; baseline "
-        f"{_fmt(baseline) if baseline is not None else 'none, first blessed model'}) -> "
-        + ("BLESSED" if blessed else "NOT BLESSED"))
+  summary_path = model and os.path.join(model.uri, "training_summary.json")
+  if summary_path and tf.io.gfile.exists(summary_path):
+    with tf.io.gfile.GFile(summary_path) as f:
+      training = json.load(f)
+    for phase, info in training["phases"].items():
+      # Wall time of the phase: includes phase 1's feature pass, not only its epochs.
+      lines.append(f"Training phase {phase}: {info.get('epochs', 0)} epochs in "
+                   f"{info.get('seconds', 0):.0f}s")
+    kept = training.get("exported")
+    if kept:
+      lines.append(f"Exported: phase {kept['phase']} epoch {kept['epoch']}, the best on "
+                   f"validation (val_accuracy {kept.get('val_accuracy', float('nan')):.4f}, "
+                   f"val_loss {kept.get('val_loss', float('nan')):.4f})")
+  blessing = run.artifact("BlessingGate", "blessing")
+  verdict = blessing and read_verdict(blessing.uri)
+  if verdict:
+    lines.append(f"Evaluation on the test split: accuracy {verdict['accuracy']:.4f}, "
+                 f"balanced accuracy {verdict['balanced_accuracy']:.4f} -> "
+                 + ("BLESSED" if verdict["blessed"] else "NOT BLESSED"))
+    lines += [f"  {'passed' if c['passed'] else 'FAILED'} {c['rule']}: {c['text']}"
+              for c in verdict["checks"]]
+    if verdict["baseline_accuracy"] is None:
+      lines.append("  no served model to compare with: this is the first")
   pushed = run.artifact("Pusher", "pushed_model")
   if pushed is not None:
     if runs.int_property(pushed, "pushed") == 1:
@@ -159,8 +172,3 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
       lines.append(f"Not pushed: {config.serving_dir}/{config.model_name} is unchanged")
   lines.append(f"Artifacts: {config.pipeline_root}  metadata: {config.metadata_path}")
   return lines
-
-
-def _fmt(value):
-  return "n/a" if value is None else f"{value:.4f}"
-

@@ -6,20 +6,24 @@ import dataclasses
 from tfx import v1 as tfx
 from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 
+from components.blessing import BlessingGate
 from components.data_gate import DataGate
 from components.evaluation import eval_config
 from components.image_example_gen import ImageExampleGen, detect_layout
+from components.schema_importer import SchemaImporter, content_hash
 from pipeline.config import PipelineConfig
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
-                    experiment: bool = False) -> tfx.dsl.Pipeline:
+                    experiment: bool = False, statistics_only: bool = False
+                    ) -> tfx.dsl.Pipeline:
   """Builds fresh component objects each call (TFX's DSL registry forbids reuse).
 
   `experiment=True` leaves out the baseline and the Pusher: a variant is
-  evaluated on its own and never served.
+  evaluated on its own and never served. `statistics_only=True` stops after
+  StatisticsGen: the first run over a dataset infers its schema from that.
   """
   config.validate()
   data_layout = detect_layout(config.data.root)
@@ -29,7 +33,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       split_ratios=config.data.split_ratios,
       max_image_side=config.data.max_image_side)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-  schema_gen = tfx.components.ImportSchemaGen(schema_file=config.data.schema_path)
+  if statistics_only:
+    return _pipeline(config, [example_gen, statistics_gen], metadata_connection_config)
+  schema_gen = SchemaImporter(schema_file=config.schema_file,
+                              schema_sha256=content_hash(config.schema_file))
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"],
       schema=schema_gen.outputs["schema"])
@@ -59,8 +66,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       examples=example_gen.outputs["examples"],
       model=trainer.outputs["model"],
       example_splits=[TEST],
-      eval_config=eval_config(len(data_layout.class_names), config.evaluate.accuracy_threshold,
-                              config.evaluate.max_accuracy_drop))
+      eval_config=eval_config(len(data_layout.class_names)))
   components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate,
                 transform, trainer]
   if experiment:
@@ -75,15 +81,22 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
 
   evaluator = tfx.components.Evaluator(
       baseline_model=baseline_resolver.outputs["model"], **evaluator_args)
+  blessing_gate = BlessingGate(
+      evaluation=evaluator.outputs["evaluation"], model=trainer.outputs["model"],
+      examples=example_gen.outputs["examples"],
+      min_gain_over_chance=config.evaluate.min_gain_over_chance,
+      min_class_recall=config.evaluate.min_class_recall,
+      accuracy_threshold=config.evaluate.accuracy_threshold,
+      max_accuracy_drop=config.evaluate.max_accuracy_drop)
 
   pusher = tfx.components.Pusher(
       model=trainer.outputs["model"],
-      model_blessing=evaluator.outputs["blessing"],
+      model_blessing=blessing_gate.outputs["blessing"],
       push_destination=pusher_pb2.PushDestination(
           filesystem=pusher_pb2.PushDestination.Filesystem(
               base_directory=f"{config.serving_dir}/{config.model_name}")))
 
-  return _pipeline(config, components + [baseline_resolver, evaluator, pusher],
+  return _pipeline(config, components + [baseline_resolver, evaluator, blessing_gate, pusher],
                    metadata_connection_config)
 
 
@@ -95,5 +108,5 @@ def _pipeline(config: PipelineConfig, components: list, metadata_connection_conf
       components=components,
       enable_cache=True,
       metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=config.beam_args)
+      beam_pipeline_args=config.beam_pipeline_args)
 

@@ -12,7 +12,7 @@ import pathlib
 import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from pipeline.config import ConfigError, load_config
+from pipeline.config import ConfigError, recorded_config
 
 # Same names as components.trainer.signatures, which imports TensorFlow.
 IMAGES_SIGNATURE = "predict_images"
@@ -134,13 +134,10 @@ def predict(images, model_dir, version, as_json, config_path, output_dir, pipeli
   read or decoded are reported on stderr; the exit code is then 1.
   """
   if model_dir is None:
-    overrides = {key: value for key, value in (("output_dir", output_dir),
-                                               ("pipeline_name", pipeline_name))
-                 if value is not None}
     try:
-      config = load_config(config_path, overrides)
+      config = recorded_config(config_path, output_dir, pipeline_name)
     except ConfigError as e:
-      raise click.UsageError(str(e))
+      raise click.ClickException(str(e))
     model_dir = str(pathlib.Path(config.serving_dir) / config.model_name)
   try:
     resolve_model_dir(model_dir, version)  # fail fast, before TensorFlow loads

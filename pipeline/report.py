@@ -50,34 +50,6 @@ def _read_json(path: str):
     return json.load(f)
 
 
-def confusion_matrix(evaluation_uri: str, class_names: list[str],
-                     model_name: str = "candidate") -> list[list[int]] | None:
-  """TFMA's MultiClassConfusionMatrixPlot on the overall slice: rows = true class."""
-  import tensorflow_model_analysis as tfma
-  for name in (model_name, None):  # with no baseline, TFMA's outputs are unnamed
-    try:
-      result = (tfma.load_eval_result(evaluation_uri, model_name=name) if name
-                else tfma.load_eval_result(evaluation_uri))
-    except Exception:  # noqa: BLE001  (TFMA raises several types for a missing model)
-      continue
-    for slice_key, plots in result.plots or []:
-      if slice_key != ():
-        continue
-      for per_output in plots.values():
-        for per_sub_key in per_output.values():
-          found = per_sub_key.get("multiClassConfusionMatrixAtThresholds")
-          if not found:
-            continue
-          matrix = np.zeros((len(class_names), len(class_names)), dtype=int)
-          for entry in found["matrices"][0].get("entries", []):
-            actual = int(entry.get("actualClassId", 0))
-            predicted = int(entry.get("predictedClassId", 0))
-            if 0 <= predicted < len(class_names):  # -1: no prediction above threshold
-              matrix[actual, predicted] += int(round(entry.get("numWeightedExamples", 0)))
-          return matrix.tolist()
-  return None
-
-
 def precision_recall(matrix: list[list[int]], class_names: list[str]) -> dict:
   counts = np.array(matrix)
   table = {}
@@ -116,7 +88,8 @@ def predict_split(model_uri: str, split_uri: str) -> list[dict]:
 def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
   """Everything the page shows, as plain data (also written as report.json)."""
   from components.data_gate import read_anomalies
-  from components.evaluation import read_accuracy, read_metrics, read_thresholds
+  from components.blessing import read_verdict
+  from components.evaluation import read_confusion_matrix, read_metrics
   from components.image_example_gen.executor import report_path
   from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
 
@@ -138,21 +111,17 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
     data["history"] = _read_json(os.path.join(model.uri, HISTORY_FILE))
     data["training"] = _read_json(os.path.join(model.uri, SUMMARY_FILE))
   evaluation = run.artifact("Evaluator", "evaluation")
-  blessing = run.artifact("Evaluator", "blessing")
+  blessing = run.artifact("BlessingGate", "blessing")
   if evaluation is not None and data.get("training"):
     class_names = data["training"]["class_names"]
-    matrix = confusion_matrix(evaluation.uri, class_names)
+    matrix = read_confusion_matrix(evaluation.uri, len(class_names))
     data["evaluation"] = {
         "metrics": read_metrics(evaluation.uri, "candidate"),
         "confusion_matrix": matrix,
         "per_class": precision_recall(matrix, class_names) if matrix else None,
     }
-    data["blessing"] = {
-        "blessed": blessing is not None and runs.int_property(blessing, "blessed") == 1,
-        **read_thresholds(evaluation.uri),  # what this run applied, not today's config
-        "candidate_accuracy": read_accuracy(evaluation.uri, "candidate"),
-        "baseline_accuracy": read_accuracy(evaluation.uri, "baseline"),
-    }
+    # The rules this run applied and how the candidate fared, not today's config.
+    data["blessing"] = read_verdict(blessing.uri) if blessing is not None else None
     if examples is not None:
       predictions = predict_split(model.uri, os.path.join(examples.uri, "Split-test"))
       wrong = [p for p in predictions if p["predicted_class"] != p["true_class"]]
@@ -271,7 +240,11 @@ def _training_section(data: dict) -> str:
   phases = [[phase, info.get("epochs"), info.get("trainable_params"),
              info.get("unfrozen_layers", "none (base frozen)"), info.get("seconds")]
             for phase, info in training["phases"].items()]
-  return ("<img src='curves.png' alt='training curves'>"
+  kept = training.get("exported")
+  exported = (f"<p>Exported model: phase {kept['phase']}, epoch {kept['epoch']}, the best on "
+              f"validation: val_accuracy {_num(kept.get('val_accuracy'))}, val_loss "
+              f"{_num(kept.get('val_loss'))}.</p>" if kept else "")
+  return ("<img src='curves.png' alt='training curves'>" + exported
           + _table(["phase", "epochs", "trainable parameters", "unfrozen base layers",
                     "seconds"], phases)
           + _table(["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
@@ -285,16 +258,15 @@ def _evaluation_section(data: dict) -> str:
   parts = []
   if blessing:
     verdict = "BLESSED" if blessing["blessed"] else "NOT BLESSED"
-    if blessing["baseline_accuracy"] is None:
-      baseline = "none (first blessed model)"
-    else:
-      baseline = f"{_num(blessing['baseline_accuracy'])}"
-      if blessing["max_accuracy_drop"] is not None:
-        baseline += f" (tolerated drop {blessing['max_accuracy_drop']:g})"
-    threshold = "n/a" if blessing["threshold"] is None else f"{blessing['threshold']:g}"
+    baseline = ("none: no model was served yet" if blessing["baseline_accuracy"] is None
+                else _num(blessing["baseline_accuracy"]))
     parts.append(
         f"<p class='verdict {'ok' if blessing['blessed'] else 'bad'}'>{verdict}: test accuracy "
-        f"{_num(blessing['candidate_accuracy'])}; threshold {threshold}; baseline {baseline}.</p>")
+        f"{_num(blessing['accuracy'])}, balanced accuracy "
+        f"{_num(blessing['balanced_accuracy'])}; served model {baseline}.</p>")
+    parts.append(_table(["rule", "result", "why"],
+                        [[c["rule"], "passed" if c["passed"] else "FAILED", c["text"]]
+                         for c in blessing["checks"]]))
   if data.get("pushed_to"):
     parts.append(f"<p>Pushed to <code>{html.escape(data['pushed_to'])}</code>.</p>")
   if evaluation.get("confusion_matrix"):

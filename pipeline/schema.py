@@ -1,9 +1,13 @@
-"""`finetune schema`: propose a schema from a trusted run, as a diff to review.
+"""The schema a run validates against: inferred once per dataset, then reviewed.
 
-The curated schema in schemas/ is reviewed like code. This infers a schema
-from a run's training-split statistics (what SchemaGen would produce), writes
-it next to the run, and shows how it differs from the curated one, so that a
-person decides which changes to carry over.
+A dataset's schema is `schemas/<pipeline name>.pbtxt` when one is curated (the
+cats-vs-dogs one is), else the one inferred from the training statistics of
+the dataset's first run and kept next to its outputs. Inference here is
+TFDV's, plus what inference cannot know: labels run from 0 to N-1, every
+accepted image format is allowed, and no photo is smaller than ingestion allows.
+
+`finetune schema` infers a schema from a later run the same way and shows how
+it differs from the one in use, so that a person decides what to carry over.
 """
 from __future__ import annotations
 
@@ -14,15 +18,40 @@ import pathlib
 from pipeline import runs
 from pipeline.config import PipelineConfig
 
+HEADER = """\
+# Inferred by finetune from the training statistics of {source}.
+# Review it: runs validate against it, and a new class or label stops them.
+# To curate it, copy it to schemas/<pipeline name>.pbtxt in the project.
+"""
 
-def infer_schema_text(statistics_uri: str, split: str = "train") -> str:
+
+def infer_schema(statistics_uri: str, class_names: list[str], split: str = "train"):
+  """A schema_pb2.Schema for the examples ImageExampleGen wrote, from one split's statistics."""
   import tensorflow_data_validation as tfdv
-  from google.protobuf import text_format
+  from components.image_example_gen.images import KEPT_AS_IS, MIN_SIDE, REENCODED
   stats = tfdv.load_stats_binary(os.path.join(statistics_uri, f"Split-{split}",
                                               "FeatureStats.pb"))
-  # A single-valued feature is exactly what the pipeline writes: say so, as the curated one does.
+  # A single-valued feature is exactly what the pipeline writes: say so.
   schema = tfdv.infer_schema(stats, infer_feature_shape=True)
-  return text_format.MessageToString(schema)
+  features = {f.name: f for f in schema.feature}
+  for name in ("image_raw", "path"):  # unique per photo: no domain
+    features[name].ClearField("domain")
+  features["label"].int_domain.min = 0
+  features["label"].int_domain.max = len(class_names) - 1
+  for name in ("height", "width"):
+    features[name].int_domain.min = MIN_SIDE
+  domains = {name: sorted(values) for name, values in (
+      ("class_name", class_names), ("format", KEPT_AS_IS | REENCODED))}
+  del schema.string_domain[:]
+  for name, values in domains.items():
+    features[name].domain = name
+    schema.string_domain.add(name=name, value=values)
+  return schema
+
+
+def schema_text(schema, source: str) -> str:
+  from google.protobuf import text_format
+  return HEADER.format(source=source) + text_format.MessageToString(schema)
 
 
 def _normalized(schema_text: str) -> str:
@@ -32,20 +61,44 @@ def _normalized(schema_text: str) -> str:
   return text_format.MessageToString(text_format.Parse(schema_text, schema_pb2.Schema()))
 
 
+def _class_names(run: runs.PipelineRun) -> list[str]:
+  import json
+  import tensorflow as tf
+  from components.image_example_gen.executor import labels_path
+  with tf.io.gfile.GFile(labels_path(run.artifact("ImageExampleGen", "examples").uri)) as f:
+    return json.load(f)["class_names"]
+
+
+def create_schema(config: PipelineConfig, run: runs.PipelineRun) -> str:
+  """Infers the dataset's schema from `run` and writes it to config.schema_file."""
+  import tensorflow as tf
+  schema = infer_schema(run.artifact("StatisticsGen", "statistics").uri, _class_names(run))
+  path = config.schema_file
+  tf.io.gfile.makedirs(os.path.dirname(path))
+  with tf.io.gfile.GFile(path, "w") as f:
+    f.write(schema_text(schema, f"run {run.run_id} of {config.data.root}"))
+  return path
+
+
 def propose_schema(config: PipelineConfig, run: runs.PipelineRun,
                    output: str | None = None) -> tuple[pathlib.Path, str]:
-  """Writes the inferred schema; returns its path and a unified diff from the curated one."""
+  """Writes the inferred schema; returns its path and a unified diff from the run's schema."""
   statistics = run.artifact("StatisticsGen", "statistics")
   if statistics is None:
     raise LookupError(f"run {run.run_id} has no StatisticsGen output; pick a run that got "
                       "past validation")
-  inferred = infer_schema_text(statistics.uri)
+  from google.protobuf import text_format
+  schema = infer_schema(statistics.uri, _class_names(run))
+  inferred = text_format.MessageToString(schema)
   path = pathlib.Path(output) if output else (
       pathlib.Path(config.run_dir) / "schema" / "inferred.pbtxt")
   path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(inferred)
-  curated = _normalized(pathlib.Path(config.data.schema_path).read_text())
-  diff = "".join(difflib.unified_diff(curated.splitlines(keepends=True),
+  path.write_text(schema_text(schema, f"run {run.run_id}"))
+  # The schema this run validated against, as SchemaImporter recorded it.
+  from components.schema_importer import SCHEMA_FILE_NAME
+  in_use = os.path.join(run.artifact("SchemaImporter", "schema").uri, SCHEMA_FILE_NAME)
+  current = _normalized(pathlib.Path(in_use).read_text())
+  diff = "".join(difflib.unified_diff(current.splitlines(keepends=True),
                                       inferred.splitlines(keepends=True),
-                                      fromfile=str(config.data.schema_path), tofile=str(path)))
+                                      fromfile=str(in_use), tofile=str(path)))
   return path, diff

@@ -14,17 +14,19 @@ import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 SHARED_DATA = SHARED / "data" / "cats_vs_dogs"
+SHARED_FLOWERS = SHARED / "data" / "flowers"
 SHARED_WEIGHTS = SHARED / "weights"
+CATS_VS_DOGS_SCHEMA = pathlib.Path(__file__).resolve().parents[1] / "schemas" / "cats-vs-dogs.pbtxt"
 # CI sets FINETUNE_SHARED_TESTS=1: there the real-photo tests must run, not skip.
 REQUIRE_SHARED = os.environ.get("FINETUNE_SHARED_TESTS") == "1"
 
 
-def requires_shared():
-  if SHARED_DATA.is_dir() and SHARED_WEIGHTS.is_dir():
+def requires_shared(data: pathlib.Path = SHARED_DATA):
+  if data.is_dir() and SHARED_WEIGHTS.is_dir():
     return pytest.mark.shared_data
   if REQUIRE_SHARED:
-    raise RuntimeError(f"FINETUNE_SHARED_TESTS=1 but {SHARED} is missing")
-  return pytest.mark.skip(reason=f"real photos not found at {SHARED_DATA}")
+    raise RuntimeError(f"FINETUNE_SHARED_TESTS=1 but {data} or {SHARED_WEIGHTS} is missing")
+  return pytest.mark.skip(reason=f"real photos not found at {data}")
 
 
 def image_bytes(color, size=(40, 32), fmt="JPEG", mode="RGB", seed=0) -> bytes:
@@ -37,7 +39,8 @@ def image_bytes(color, size=(40, 32), fmt="JPEG", mode="RGB", seed=0) -> bytes:
   return out.getvalue()
 
 
-CLASS_COLORS = {"cats": (200, 60, 50), "dogs": (40, 80, 210), "birds": (60, 200, 60)}
+CLASS_COLORS = {"cats": (200, 60, 50), "dogs": (40, 80, 210), "birds": (60, 200, 60),
+                "fish": (230, 200, 40)}
 
 
 def make_dataset(root: pathlib.Path, per_class: dict[str, int], splits=True,
@@ -70,7 +73,10 @@ def tiny_overrides(data_root, output_dir, **extra) -> dict:
       "train.image_size": 32, "train.batch_size": 8,
       "train.phase1_epochs": 2, "train.phase2_epochs": 1, "train.unfreeze": "10",
       "train.phase1_learning_rate": 0.01,
-      "evaluate.accuracy_threshold": 0.0,
+      # Tests of the wiring bless any model; tests of the gate set its rules.
+      "evaluate.min_gain_over_chance": 0.0, "evaluate.min_class_recall": 0.0,
+      # The generated cats and dogs match the curated schema of the real ones.
+      "data.schema_path": str(CATS_VS_DOGS_SCHEMA),
   }
   values.update(extra)
   return values

@@ -13,7 +13,7 @@ K8S_DIR = SERVING_DIR / "k8s"
 CONFIG_DIR = K8S_DIR / "config"
 COMPOSE_FILE = SERVING_DIR / "docker-compose.yaml"
 
-MODEL_NAME = "cats_vs_dogs"
+MODEL_NAME = "cats-vs-dogs"
 STATUS_PATH = f"/v1/models/{MODEL_NAME}"
 # Kubernetes version whose API schemas the manifests are validated against.
 K8S_VERSION = "1.33.0"

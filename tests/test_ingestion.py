@@ -116,3 +116,29 @@ def test_records_lost_in_beam_stop_the_run(tmp_path, monkeypatch):
   with pytest.raises(executor.IngestionIncompleteError, match="10 image files were listed"
                      ".*9 examples were written and 0 files rejected: 1 went missing"):
     ingest(root, tmp_path / "out")
+
+
+def test_camera_names_ingested_extreme_shapes_and_conflicting_labels_rejected(tmp_path):
+  from conftest import CLASS_COLORS, image_bytes
+  root = make_dataset(tmp_path / "photos", {"all": 6}, splits=False)
+  (root / "cats" / "_DSC0001.JPG").write_bytes(image_bytes(CLASS_COLORS["cats"], seed=99))
+  (root / "dogs" / "strip.png").write_bytes(image_bytes((0, 0, 0), size=(30000, 9), fmt="PNG"))
+  both = image_bytes((128, 128, 128), seed=7)  # one photo filed under both classes
+  (root / "cats" / "grey.jpg").write_bytes(both)
+  (root / "dogs" / "grey.jpg").write_bytes(both)
+  (root / "dogs" / "x-copy.jpg").write_bytes((root / "dogs" / "dogs.0.jpg").read_bytes())
+  (root / "Thumbs.db").write_bytes(b"x")
+
+  report, records, _ = ingest(root, tmp_path / "out")
+
+  paths = {r["path"].numpy().decode() for split in records.values() for r in split}
+  assert "cats/_DSC0001.JPG" in paths
+  reasons = {r["path"]: r["reason"] for r in report["rejected"]}
+  assert set(reasons) == {"dogs/strip.png", "cats/grey.jpg", "dogs/grey.jpg", "dogs/x-copy.jpg"}
+  assert reasons["dogs/strip.png"].startswith("extreme aspect ratio 30000x9")
+  assert reasons["cats/grey.jpg"] == ("conflicting labels: the same photo is filed under "
+                                      "cats and dogs (also dogs/grey.jpg)")
+  assert reasons["dogs/x-copy.jpg"] == "duplicate of dogs/dogs.0.jpg (same bytes)"
+  assert report["num_conflicting"] == 2
+  assert report["ignored"] == ["Thumbs.db"]
+  assert report["num_examples"] == len(paths) == 13  # 6 + 6 + _DSC0001 ; all else accounted for

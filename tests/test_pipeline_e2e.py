@@ -41,7 +41,7 @@ def test_full_run_records_artifacts_and_pushes_a_model(tiny_run):
   assert history[-1]["learning_rate"] == pytest.approx(1e-5)
   assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[-1])
 
-  assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 1
+  assert runs.int_property(run.artifact("BlessingGate", "blessing"), "blessed") == 1
   versions = _versions(config)
   assert len(versions) == 1
   assert (pathlib.Path(config.serving_dir) / config.model_name / versions[0] /
@@ -60,11 +60,14 @@ def _rerun(tiny_run, tmp_path, **overrides):
 
 
 def test_an_unblessed_model_leaves_the_serving_folder_alone(tiny_run, tmp_path):
-  config, run = _rerun(tiny_run, tmp_path, **{"evaluate.accuracy_threshold": 1.01})
-  assert run.nodes["Trainer"].state == "cached"  # same data and settings
-  assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 0
+  # One epoch of head training only, against an absolute accuracy floor of 1.0.
+  config, run = _rerun(tiny_run, tmp_path, **{"train.phase1_epochs": 1,
+                                               "train.phase2_epochs": 0,
+                                               "evaluate.accuracy_threshold": 1.0})
+  assert runs.int_property(run.artifact("BlessingGate", "blessing"), "blessed") == 0
   assert _versions(config) == _versions(tiny_run[0])
-  assert "NOT BLESSED" in "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, run))
+  assert "NOT BLESSED" in summary and "FAILED accuracy: test accuracy" in summary
 
 
 def test_a_model_worse_than_the_baseline_is_not_blessed(tiny_run, tmp_path):
@@ -74,7 +77,8 @@ def test_a_model_worse_than_the_baseline_is_not_blessed(tiny_run, tmp_path):
   assert run.nodes["Trainer"].state == "ran"
   summary = "\n".join(summarize(config, run))
   assert "NOT BLESSED" in summary, summary
-  assert "baseline 1.0000" in summary
+  assert "FAILED baseline: test accuracy" in summary
+  assert "vs the served model's 1.0000" in summary
   assert _versions(config) == _versions(tiny_run[0])
 
 
@@ -99,7 +103,8 @@ def test_short_fine_tune_on_real_photos_with_offline_weights(tmp_path):
       "data.root": str(SHARED_DATA), "output_dir": str(tmp_path / "out"),
       "train.weights": str(SHARED_WEIGHTS), "train.alpha": 0.35, "train.image_size": 96,
       "train.max_train_examples": 400, "train.phase1_epochs": 2, "train.phase2_epochs": 1,
-      "train.unfreeze": "20", "evaluate.accuracy_threshold": 0.7})
+      "train.unfreeze": "20", "evaluate.accuracy_threshold": 0.7,
+      "evaluate.min_gain_over_chance": 0.4})
   run = run_pipeline(config, echo=print)
   print("\n".join(summarize(config, run)))
   with open(report_path(run.artifact("ImageExampleGen", "examples").uri)) as f:
@@ -109,7 +114,7 @@ def test_short_fine_tune_on_real_photos_with_offline_weights(tmp_path):
   assert report["num_rejected"] == 0
   accuracy = read_accuracy(run.artifact("Evaluator", "evaluation").uri)
   assert accuracy > 0.7  # chance is 0.5; 400 photos at 96 px for 3 epochs
-  assert runs.int_property(run.artifact("Evaluator", "blessing"), "blessed") == 1
+  assert runs.int_property(run.artifact("BlessingGate", "blessing"), "blessed") == 1
 
 
 def test_schema_command_proposes_a_schema_as_a_diff(tiny_run, tmp_path):
@@ -117,7 +122,7 @@ def test_schema_command_proposes_a_schema_as_a_diff(tiny_run, tmp_path):
   from google.protobuf import text_format
   from tensorflow_metadata.proto.v0 import schema_pb2
   from pipeline.cli import main
-  config, _ = tiny_run
+  config, run = tiny_run
   out = tmp_path / "inferred.pbtxt"
   result = CliRunner().invoke(main, ["schema", "--outputs", config.output_dir,
                                      "--output", str(out)])
@@ -125,7 +130,32 @@ def test_schema_command_proposes_a_schema_as_a_diff(tiny_run, tmp_path):
   inferred = text_format.Parse(out.read_text(), schema_pb2.Schema())
   assert {f.name for f in inferred.feature} == {
       "image_raw", "label", "class_name", "path", "height", "width", "format"}
-  assert {"cats", "dogs"} <= {v for d in inferred.string_domain for v in d.value}
-  # The curated label domain is a human decision that inference does not make.
-  assert f"--- {config.data.schema_path}" in result.output
-  assert "-  int_domain {\n-    min: 0\n-    max: 1" in result.output.replace("\r", "")
+  domains = {d.name: list(d.value) for d in inferred.string_domain}
+  assert domains == {"class_name": ["cats", "dogs"], "format": ["BMP", "GIF", "JPEG", "PNG"]}
+  label = next(f for f in inferred.feature if f.name == "label")
+  assert (label.int_domain.min, label.int_domain.max) == (0, 1)
+  # The diff is against the schema the run used, as SchemaImporter recorded it.
+  used = run.artifact("SchemaImporter", "schema").uri
+  assert f"--- {used}/schema.pbtxt" in result.output and f"+++ {out}" in result.output
+
+
+def test_a_fine_tune_that_never_beats_the_head_alone_is_not_exported(tiny_run, tmp_path):
+  # Phase 2 at an absurd learning rate wrecks the model: phase 1's model is exported.
+  config, run = _rerun(tiny_run, tmp_path, **{"train.phase2_optimizer": "sgd",
+                                               "train.phase2_learning_rate": 1.0,
+                                               "train.phase2_epochs": 2})
+  model_dir = pathlib.Path(run.artifact("Trainer", "model").uri)
+  history = json.loads((model_dir / "history.json").read_text())
+  kept = json.loads((model_dir / "training_summary.json").read_text())["exported"]
+  best_phase1 = min((r for r in history if r["phase"] == 1), key=lambda r: r["val_loss"])
+  assert any(r["phase"] == 2 for r in history)
+  assert (kept["phase"], kept["epoch"]) == (1, best_phase1["epoch"])
+  assert kept["val_accuracy"] == best_phase1["val_accuracy"]
+  summary = "\n".join(summarize(config, run))
+  assert f"Exported: phase 1 epoch {best_phase1['epoch']}" in summary
+  # The exported weights are that epoch's: they score its validation accuracy again.
+  from pipeline.report import predict_split
+  examples = run.artifact("ImageExampleGen", "examples").uri
+  rows = predict_split(str(model_dir), os.path.join(examples, "Split-validation"))
+  right = sum(r["predicted_class"] == r["true_class"] for r in rows)
+  assert right / len(rows) == pytest.approx(kept["val_accuracy"])

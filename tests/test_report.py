@@ -52,7 +52,8 @@ def test_report_shows_the_run_as_its_artifacts_record_it(tiny_run, tmp_path):
   overall = dict(evaluation.slicing_metrics)[()][""][""]
   accuracy = overall["sparse_categorical_accuracy"]["doubleValue"]
   assert "accuracy" not in overall and "loss" not in overall  # no Keras compile metrics
-  assert f"BLESSED: test accuracy {accuracy:.4f}; threshold 0;" in html
+  assert f"BLESSED: test accuracy {accuracy:.4f}, balanced accuracy 1.0000;" in html
+  assert "<td>balanced accuracy</td><td>passed</td>" in html
   data = json.loads((page.parent / "report.json").read_text())
   matrix = np.array(data["evaluation"]["confusion_matrix"])
   assert matrix.sum() == overall["example_count"]["doubleValue"] == 8
@@ -71,7 +72,7 @@ def test_report_of_a_missing_run_is_a_clear_error(tiny_run):
                                      "--run", "no-such-run"])
   assert result.exit_code == 1 and "no run 'no-such-run'" in result.output
   result = CliRunner().invoke(main, ["report", "--outputs", "/nonexistent/outputs"])
-  assert result.exit_code == 1 and "no pipeline metadata at /nonexistent/outputs" in result.output
+  assert result.exit_code == 2 and "no pipeline runs under /nonexistent/outputs" in result.output
 
 
 # Two unfreeze rules for VGG16 and the base parameters each adds in phase 2:
@@ -95,7 +96,7 @@ def experiment(tmp_path_factory):
   args += [f"--beam-arg={arg}" for arg in overrides["beam_args"]]
   result = CliRunner().invoke(main, args)
   assert result.exit_code == 0, result.output
-  return load_config(None, overrides), root / "comparison", result.output, data
+  return load_config(None, overrides).validate(), root / "comparison", result.output, data
 
 
 def test_experiment_compares_unfreeze_rules_on_one_ingestion(experiment):
@@ -114,7 +115,7 @@ def test_experiment_compares_unfreeze_rules_on_one_ingestion(experiment):
   assert "| block5_conv3 | ok |" in output
 
   # Ingestion ran once; the second variant reused it (and Transform) from the cache.
-  store = runs.open_store(os.path.join(config.output_dir, f"{config.pipeline_name}_experiments",
+  store = runs.open_store(os.path.join(config.output_dir, f"{config.pipeline_name}-experiments",
                                        "metadata.sqlite"))
   states = {}
   for execution in store.get_executions():
@@ -165,6 +166,6 @@ def test_a_base_without_offline_weights_fails_alone(tmp_path):
   with open(tmp_path / "comparison" / "comparison.csv") as f:
     rows = {r["variant"]: r for r in csv.DictReader(f)}
   assert rows["vgg16"]["status"] == "failed"
-  assert ("WeightsNotFoundError: No weights for vgg16 in folder" in rows["vgg16"]["error"]
+  assert ("ConfigError: train.weights: No weights for vgg16 in folder" in rows["vgg16"]["error"]
           and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in rows["vgg16"]["error"])
   assert rows["mobilenet_v2"]["status"] == "ok" and float(rows["mobilenet_v2"]["test_accuracy"]) >= 0

@@ -40,7 +40,7 @@ def test_killed_run_resumes_reusing_what_finished(tmp_path):
   report = second.stdout.rsplit("Report: ", 1)[1].strip()
   assert report.endswith("index.html") and os.path.isfile(report)
 
-  config = load_config(None, overrides)
+  config = load_config(None, overrides).validate()
   store = runs.open_store(config.metadata_path)
   states = {}
   for execution in store.get_executions():

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import gzip
+import hashlib
+import itertools
 import json
 import posixpath
 from typing import Any
@@ -19,6 +21,7 @@ from apache_beam.io.filesystem import CompressionTypes
 import tensorflow as tf
 from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
+from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
 from tfx.components.util import examples_utils
 from tfx.proto import example_gen_pb2
@@ -32,6 +35,7 @@ MAX_IMAGE_SIDE_KEY = "max_image_side"
 REPORT_DIR = "ingestion"
 _REPORT_DIR_KEY = "_ingestion_report_dir"
 _REJECTED = "rejected"
+CONFLICT = "conflicting labels"  # how the rejection reason of such a photo starts
 
 
 class IngestionIncompleteError(RuntimeError):
@@ -55,7 +59,7 @@ def _split_dirs(exec_properties: dict[str, Any]) -> list[str]:
 
 
 class _ToExample(beam.DoFn):
-  """Reads one file; emits a tf.Example, or a rejection on a side output."""
+  """Reads one file; emits (sha256 of its bytes, file, tf.Example), or a rejection."""
 
   def __init__(self, class_names: list[str], max_side: int):
     self._label = {name: i for i, name in enumerate(class_names)}
@@ -74,34 +78,41 @@ class _ToExample(beam.DoFn):
       yield beam.pvalue.TaggedOutput(
           _REJECTED, {"path": listed.relative_path, "reason": f"unreadable: {e}"})
       return
-    yield make_example(encoded, self._label[listed.class_name],
-                       listed.class_name, listed.relative_path, height, width, fmt)
+    yield (hashlib.sha256(data).hexdigest(), listed,
+           make_example(encoded, self._label[listed.class_name], listed.class_name,
+                        listed.relative_path, height, width, fmt))
 
 
-@beam.ptransform_fn
-def _ImagesToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any],
-                     split_pattern: str) -> beam.pvalue.PCollection:
-  root = exec_properties["input_base"]
-  names = layout.class_names(_split_dirs(exec_properties))
-  split_dir = layout.split_dir_of(posixpath.join(root, split_pattern))
-  files, ignored = layout.list_split(root, split_dir, names)
-  report_dir = exec_properties[_REPORT_DIR_KEY]
-  split_key = posixpath.basename(split_dir) or "all"
-  with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split_key}.json"), "w") as f:
-    json.dump({"listed": len(files), "ignored": ignored}, f)
+def _same_photo_reasons(entry: tuple[str, list[tuple[int, str, str]]]):
+  """(digest, [(split order, path, class)]) -> (path, reason) for each copy to drop.
 
-  results = (
-      pipeline
-      | "ListFiles" >> beam.Create(files, reshuffle=True)
-      | "ToExample" >> beam.ParDo(
-          _ToExample(names, exec_properties.get(MAX_IMAGE_SIDE_KEY) or 0)
-      ).with_outputs(_REJECTED, main="examples"))
-  _ = (results[_REJECTED]
-       | "RejectedToJson" >> beam.Map(json.dumps, sort_keys=True)
-       | "WriteRejected" >> beam.io.WriteToText(
-           posixpath.join(report_dir, f"rejected-{split_key}"),
-           file_name_suffix=".jsonl"))
-  return results.examples
+  The same bytes under two classes is a conflicting label: every copy is
+  dropped, since nothing says which label is right. Under one class the
+  first copy stays and the others go, so that no photo is in two splits.
+  """
+  _, copies = entry
+  copies = sorted(copies)
+  classes = sorted({class_name for _, _, class_name in copies})
+  if len(classes) > 1:
+    for _, path, _ in copies:
+      others = ", ".join(other for _, other, _ in copies if other != path)
+      yield path, (f"{CONFLICT}: the same photo is filed under "
+                   f"{' and '.join(classes)} (also {others})")
+  else:
+    for _, path, _ in copies[1:]:
+      yield path, f"duplicate of {copies[0][1]} (same bytes)"
+
+
+class _DropSamePhotos(beam.DoFn):
+  """Passes each example on, unless its file is a conflicting or duplicate copy."""
+
+  def process(self, item, dropped: dict[str, str]):
+    _, listed, example = item
+    reason = dropped.get(listed.relative_path)
+    if reason:
+      yield beam.pvalue.TaggedOutput(_REJECTED, {"path": listed.relative_path, "reason": reason})
+    else:
+      yield example
 
 
 class _StoredGzipFile(gzip.GzipFile):
@@ -160,7 +171,64 @@ class Executor(BaseExampleGenExecutor):
   """Custom ExampleGen executor for folders of images."""
 
   def GetInputSourceToExamplePTransform(self) -> beam.PTransform:
-    return _ImagesToExample
+    raise NotImplementedError("GenerateExamplesByBeam reads all splits together")
+
+  def GenerateExamplesByBeam(self, pipeline: beam.Pipeline, exec_properties: dict[str, Any]
+                             ) -> dict[str, beam.pvalue.PCollection]:
+    """Output split name -> tf.Examples; rejections go to the ingestion report.
+
+    All input splits are read in one Beam pipeline so that the same photo is
+    found across class and split folders alike.
+    """
+    input_config, output_config = example_gen_pb2.Input(), example_gen_pb2.Output()
+    proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+    proto_utils.json_to_proto(exec_properties["output_config"], output_config)
+    root = exec_properties["input_base"]
+    names = layout.class_names(_split_dirs(exec_properties))
+    report_dir = exec_properties[_REPORT_DIR_KEY]
+    to_example = _ToExample(names, exec_properties.get(MAX_IMAGE_SIDE_KEY) or 0)
+
+    read, rejected, digests = {}, [], []
+    for order, split in enumerate(input_config.splits):
+      split_dir = layout.split_dir_of(posixpath.join(root, split.pattern))
+      files, ignored = layout.list_split(root, split_dir, names)
+      with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split.name}.json"), "w") as f:
+        json.dump({"listed": len(files), "ignored": ignored}, f)
+      results = (pipeline
+                 | f"List[{split.name}]" >> beam.Create(files, reshuffle=True)
+                 | f"Read[{split.name}]" >> beam.ParDo(to_example).with_outputs(
+                     _REJECTED, main="examples"))
+      read[split.name] = results.examples
+      rejected.append(results[_REJECTED])
+      digests.append(results.examples | f"Digest[{split.name}]" >> beam.Map(
+          lambda item, order=order: (item[0], (order, item[1].relative_path,
+                                               item[1].class_name))))
+    dropped = beam.pvalue.AsDict(
+        digests
+        | "AllDigests" >> beam.Flatten()
+        | "SamePhotos" >> beam.GroupByKey()
+        | "CopiesToDrop" >> beam.FlatMap(_same_photo_reasons))
+    kept = {}
+    for name, items in read.items():
+      results = items | f"DropCopies[{name}]" >> beam.ParDo(
+          _DropSamePhotos(), dropped).with_outputs(_REJECTED, main="examples")
+      kept[name] = results.examples
+      rejected.append(results[_REJECTED])
+    _ = (rejected
+         | "AllRejected" >> beam.Flatten()
+         | "RejectedToJson" >> beam.Map(json.dumps, sort_keys=True)
+         | "WriteRejected" >> beam.io.WriteToText(posixpath.join(report_dir, "rejected"),
+                                                  file_name_suffix=".jsonl"))
+
+    split_names = example_gen_utils.generate_output_split_names(input_config, output_config)
+    if not output_config.split_config.splits:  # split folders: one output per input
+      return dict(zip(split_names, (kept[s.name] for s in input_config.splits)))
+    buckets = list(itertools.accumulate(s.hash_buckets for s in output_config.split_config.splits))
+    (examples,) = kept.values()
+    parts = examples | "SplitData" >> beam.Partition(
+        base_example_gen_executor._PartitionFn,  # pylint: disable=protected-access
+        len(buckets), buckets, output_config.split_config)
+    return dict(zip(split_names, parts))
 
   def _write_examples(self, examples, exec_properties: dict[str, Any]) -> None:
     """BaseExampleGenExecutor.Do, writing each split with `_WriteSplit`."""
@@ -214,6 +282,7 @@ class Executor(BaseExampleGenExecutor):
         "examples": counts,
         "num_examples": sum(sum(c.values()) for c in counts.values()),
         "num_rejected": len(rejected),
+        "num_conflicting": sum(r["reason"].startswith(CONFLICT) for r in rejected),
         "num_ignored": len(ignored),
         "rejected": sorted(rejected, key=lambda r: r["path"]),
         "ignored": sorted(ignored),

@@ -12,6 +12,7 @@ KEPT_AS_IS = {"JPEG", "PNG", "GIF"}
 # compressed and low-bit-depth variants.
 REENCODED = {"BMP"}
 MIN_SIDE = 8          # a smaller "photo" is an icon or a broken header
+MAX_ASPECT = 20       # wider than a panorama: squashed to a square it shows nothing
 MAX_PIXELS = 200e6    # far beyond any camera; guards against decompression bombs
 
 
@@ -34,6 +35,9 @@ def _load(data: bytes) -> Image.Image:
   width, height = image.size
   if min(width, height) < MIN_SIDE or width * height > MAX_PIXELS:
     raise RejectedImage(f"absurd dimensions {width}x{height}")
+  if max(width, height) > MAX_ASPECT * min(width, height):
+    raise RejectedImage(f"extreme aspect ratio {width}x{height} "
+                        f"(more than {MAX_ASPECT}:1 cannot be resized to a square)")
   if image.format == "JPEG":
     # Decode at reduced DCT scale: still reads every byte (so truncation is
     # caught) at a fraction of the cost of a full decode.
@@ -56,6 +60,9 @@ def prepare_image(data: bytes, max_side: int = 0) -> tuple[bytes, int, int, str]
   fmt = image.format
   width, height = Image.open(io.BytesIO(data)).size  # draft() shrank `image`
   too_big = max_side and max(width, height) > max_side
+  if too_big and min(width, height) * max_side / max(width, height) < MIN_SIDE:
+    raise RejectedImage(f"{width}x{height} would shrink below {MIN_SIDE} px on its short side "
+                        f"at data.max_image_side={max_side}")
   if not (too_big or fmt in REENCODED or image.mode == "CMYK"):
     return data, height, width, fmt
   image = Image.open(io.BytesIO(data))

@@ -28,8 +28,15 @@ class DataLayoutError(ValueError):
   """The data root cannot be used; the message names the offending path."""
 
 
+# What operating systems and photo tools leave in folders. Names starting
+# with "_" are photos too: cameras write _DSC1234.JPG.
+OS_LITTER = frozenset({"Thumbs.db", "ehthumbs.db", "desktop.ini", "Icon\r", "__MACOSX",
+                       "@eaDir", "$RECYCLE.BIN", "System Volume Information"})
+
+
 def _is_hidden(name: str) -> bool:
-  return name.startswith(".") or name.startswith("_")
+  name = name.rstrip("/")
+  return name.startswith(".") or name in OS_LITTER
 
 
 def _subdirs(path: str) -> list[str]:

@@ -23,6 +23,7 @@ class Base:
   constructor: Callable[..., keras.Model]
   preprocess_input: Callable[[tf.Tensor], tf.Tensor]
   default_unfreeze: str  # the "auto" rule for phase 2
+  min_image_size: int = 32  # the smallest input Keras accepts for this base
 
 
 BASES = {
@@ -30,11 +31,13 @@ BASES = {
     "mobilenet_v2": Base(apps.MobileNetV2, apps.mobilenet_v2.preprocess_input, "block_11_expand"),
     "vgg16": Base(apps.VGG16, apps.vgg16.preprocess_input, "block5_conv1"),
     "resnet50": Base(apps.ResNet50, apps.resnet50.preprocess_input, "conv5_block1_1_conv"),
-    "xception": Base(apps.Xception, apps.xception.preprocess_input, "block14_sepconv1"),
+    "xception": Base(apps.Xception, apps.xception.preprocess_input, "block14_sepconv1", 71),
     "efficientnet_b0": Base(apps.EfficientNetB0, apps.efficientnet.preprocess_input, "20"),
     # The top two inception blocks, as in the Keras applications docs.
-    "inception_v3": Base(apps.InceptionV3, apps.inception_v3.preprocess_input, "62"),
+    "inception_v3": Base(apps.InceptionV3, apps.inception_v3.preprocess_input, "62", 75),
 }
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
+              "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9)}
 BASE_LAYER_NAME = "base"
 POOLED_LAYER_NAME = "pooled"  # the base's features, averaged over the image
 
@@ -135,11 +138,9 @@ def unfreeze_top(model: keras.Model, rule: str, base_model: str) -> int:
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:
-  optimizers = {"adam": keras.optimizers.Adam, "rmsprop": keras.optimizers.RMSprop,
-                "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9)}
-  if name not in optimizers:
-    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(optimizers)}")
-  return optimizers[name](learning_rate=learning_rate)
+  if name not in OPTIMIZERS:
+    raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
+  return OPTIMIZERS[name](learning_rate=learning_rate)
 
 
 def compile_for_phase(model: keras.Model, optimizer_name: str, learning_rate: float,

@@ -24,6 +24,8 @@ from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
 HISTORY_FILE = "history.json"
 SUMMARY_FILE = "training_summary.json"
+# What early stopping and the choice between the phases' models look at.
+MONITOR = "val_loss"
 PARALLEL_CALLS = os.cpu_count() or 2
 
 
@@ -134,7 +136,7 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir):
   start = len(rows)
   callbacks = [
       EpochRecorder(rows, phase),
-      keras.callbacks.EarlyStopping(monitor="val_loss", restore_best_weights=True,
+      keras.callbacks.EarlyStopping(monitor=MONITOR, restore_best_weights=True,
                                     patience=config["early_stopping_patience"]),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
@@ -142,6 +144,11 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir):
   model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=start + epochs,
             callbacks=callbacks, verbose=2)
   return time.time() - began
+
+
+def best_epoch(rows: list[dict], phase: int) -> dict:
+  """The phase's epoch whose weights early stopping kept (lowest MONITOR)."""
+  return min((r for r in rows if r["phase"] == phase), key=lambda r: r[MONITOR])
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -177,6 +184,7 @@ def run_fn(fn_args: FnArgs) -> None:
              os.path.join(fn_args.model_run_dir, "phase1"))
   summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
 
+  exported = best_epoch(rows, 1)
   if config["phase2_epochs"] > 0 and str(config["unfreeze"]) not in ("0", "none"):
     layers = model_lib.unfreeze_top(model, config["unfreeze"], config["base_model"])
     print(f"Phase 2: fine-tuning {layers} base layers at learning rate "
@@ -186,9 +194,17 @@ def run_fn(fn_args: FnArgs) -> None:
     summary["phases"]["2"] = {"trainable_params": count_trainable(model),
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
+    phase1_weights = model.get_weights()
     seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
                          os.path.join(fn_args.model_run_dir, "phase2"))
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
+    if best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
+      exported = best_epoch(rows, 2)
+    else:  # fine-tuning never beat the head alone on validation: keep the head alone
+      model.set_weights(phase1_weights)
+      print(f"Phase 2 did not improve {MONITOR} on validation: exporting phase 1's model",
+            flush=True)
+  summary["exported"] = {k: v for k, v in exported.items() if k != "seconds"}
 
   model_dir = os.path.dirname(fn_args.serving_model_dir)
   with tf.io.gfile.GFile(os.path.join(model_dir, HISTORY_FILE), "w") as f:
