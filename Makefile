@@ -7,7 +7,7 @@ WEIGHTS ?= $(if $(wildcard ../shared/weights),../shared/weights,imagenet)
 OUTPUT ?= outputs
 BIN = $(VENV)/bin
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench clean image
 
 install: $(VENV)/.installed
 
@@ -31,3 +31,8 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(OUTPUT)
+
+# The Kubeflow image (deploy/kubeflow/Dockerfile), from the same requirements.lock.
+IMAGE ?= finetune:latest
+image:
+	docker build -f deploy/kubeflow/Dockerfile -t $(IMAGE) .

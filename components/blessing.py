@@ -12,7 +12,8 @@ Rules (evaluate.* settings; README, "When a model is blessed"):
                      clearly better than always answering one class, whatever the balance
   class recall       every class's recall >= min_class_recall (0 = off)
   accuracy           test accuracy >= accuracy_threshold (0 = off)
-  baseline           test accuracy >= the served model's - max_accuracy_drop (when one exists)
+  baseline           test accuracy >= the served model's - max_accuracy_drop (when one is
+                     served: the highest version in the push destination, as TF Serving picks)
 """
 
 import json
@@ -81,26 +82,39 @@ def read_verdict(blessing_uri: str) -> dict | None:
 @component
 def BlessingGate(evaluation: InputArtifact[ModelEvaluation], model: InputArtifact[Model],
                  examples: InputArtifact[Examples], blessing: OutputArtifact[ModelBlessing],
+                 serving_model_dir: Parameter[str] = "",
                  min_gain_over_chance: Parameter[float] = 0.5,
                  min_class_recall: Parameter[float] = 0.0,
                  accuracy_threshold: Parameter[float] = 0.0,
                  max_accuracy_drop: Parameter[float] = 0.0):
-  """Writes the blessing (BLESSED or NOT_BLESSED, and verdict.json with every check)."""
-  from components.evaluation import read_accuracy, read_confusion_matrix, recall_per_class
+  """Writes the blessing (BLESSED or NOT_BLESSED, and verdict.json with every check).
+
+  The baseline is the model TF Serving serves now: the highest version under
+  `serving_model_dir` (the Pusher's destination), measured on the same test
+  photos. A version taken out of service is no baseline; with none, there is none.
+  """
+  from components.evaluation import (predict_examples, read_accuracy, read_confusion_matrix,
+                                     recall_per_class)
   from components.image_example_gen.executor import labels_path
+  from components.serving import served_versions
   with tf.io.gfile.GFile(labels_path(examples.uri)) as f:
     class_names = json.load(f)["class_names"]
   matrix = read_confusion_matrix(evaluation.uri, len(class_names))
-  verdict = judge(read_accuracy(evaluation.uri, "candidate"),
-                  dict(zip(class_names, recall_per_class(matrix))),
-                  read_accuracy(evaluation.uri, "baseline"),
-                  min_gain_over_chance, min_class_recall, accuracy_threshold, max_accuracy_drop)
+  served = served_versions(serving_model_dir) if serving_model_dir else {}
+  baseline_accuracy = None
+  if served:
+    rows = predict_examples(served[max(served)], os.path.join(examples.uri, "Split-test"))
+    baseline_accuracy = sum(r["predicted_class"] == r["true_class"] for r in rows) / len(rows)
+  verdict = judge(read_accuracy(evaluation.uri), dict(zip(class_names, recall_per_class(matrix))),
+                  baseline_accuracy, min_gain_over_chance, min_class_recall, accuracy_threshold,
+                  max_accuracy_drop)
+  verdict["served_version"] = max(served) if served else None
   with tf.io.gfile.GFile(os.path.join(blessing.uri, VERDICT_FILE), "w") as f:
     json.dump(verdict, f, indent=1)
   blessed = verdict["blessed"]
   tf.io.gfile.GFile(os.path.join(blessing.uri, "BLESSED" if blessed else "NOT_BLESSED"),
                     "w").close()
-  # The properties TFX's Pusher and LatestBlessedModelStrategy read.
+  # The properties TFX's Pusher reads, and the model they concern.
   blessing.set_int_custom_property("blessed", int(blessed))
   blessing.set_int_custom_property("current_model_id", model.id)
   blessing.set_string_custom_property("current_model", model.uri)

@@ -1,4 +1,9 @@
-"""The TFMA configuration (metrics and slices) and reading its results back."""
+"""The TFMA configuration (metrics and slices), reading its results back, and
+predicting a split with any SavedModel (the served one, for the blessing)."""
+import os
+
+import numpy as np
+import tensorflow as tf
 import tensorflow_model_analysis as tfma
 
 ACCURACY_METRIC = "sparse_categorical_accuracy"
@@ -62,7 +67,6 @@ def read_confusion_matrix(evaluation_uri: str, num_classes: int,
                           model_name: str = "candidate") -> list[list[int]] | None:
   """TFMA's MultiClassConfusionMatrixPlot on the overall slice: rows = true class,
   columns = the argmax prediction."""
-  import numpy as np
   for name in (model_name, None):  # with no baseline, TFMA's outputs are unnamed
     try:
       result = (tfma.load_eval_result(evaluation_uri, model_name=name) if name
@@ -96,3 +100,26 @@ def read_accuracy(evaluation_uri: str, model_name: str = "candidate") -> float |
   """Overall test accuracy of `model_name` ("candidate" or "baseline"), or None."""
   metrics = read_metrics(evaluation_uri, model_name)
   return metrics["overall"].get(ACCURACY_METRIC) if metrics else None
+
+
+def predict_examples(saved_model_dir: str, split_uri: str) -> list[dict]:
+  """Each example of a split (TFRecords) with a SavedModel's prediction (serving_default)."""
+  loaded = tf.saved_model.load(saved_model_dir)
+  serve = loaded.signatures["serving_default"]
+  spec = {"image_raw": tf.io.FixedLenFeature([], tf.string),
+          "label": tf.io.FixedLenFeature([], tf.int64),
+          "path": tf.io.FixedLenFeature([], tf.string)}
+  files = tf.io.gfile.glob(os.path.join(split_uri, "*.gz"))
+  rows = []
+  for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(32):
+    parsed = tf.io.parse_example(batch, spec)
+    outputs = serve(examples=batch)
+    names = [n.decode() for n in outputs["class_names"].numpy()[0]]
+    for image, label, path, probabilities in zip(
+        parsed["image_raw"].numpy(), parsed["label"].numpy(), parsed["path"].numpy(),
+        outputs["probabilities"].numpy()):
+      predicted = int(np.argmax(probabilities))
+      rows.append({"path": path.decode(), "true_class": names[int(label)],
+                   "predicted_class": names[predicted],
+                   "probability": float(probabilities[predicted]), "image": image})
+  return rows

@@ -1,10 +1,10 @@
-"""SchemaImporter: the dataset's schema file as a Schema artifact.
+"""SchemaImporter: the dataset's schema, carried in the pipeline itself.
 
-Like TFX's ImportSchemaGen, plus the file's content hash as a parameter: TFX
-reuses a cached execution when the parameters are unchanged, so without it
-an edited schema would not be applied until the data changed too.
+Like TFX's ImportSchemaGen, but the schema's text is the parameter, not a
+path: TFX and Kubeflow reuse a cached execution while the parameters are
+unchanged, so an edited schema is applied at once, and a Kubeflow task needs
+no access to the file the pipeline was built from.
 """
-import hashlib
 import os
 
 import tensorflow as tf
@@ -15,14 +15,13 @@ from tfx.types.standard_artifacts import Schema
 SCHEMA_FILE_NAME = "schema.pbtxt"  # where TFX's schema readers look
 
 
-def content_hash(path: str) -> str:
-  with tf.io.gfile.GFile(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
-
-
 @component
-def SchemaImporter(schema: OutputArtifact[Schema], schema_file: Parameter[str],
-                   schema_sha256: Parameter[str]):
-  if content_hash(schema_file) != schema_sha256:
-    raise RuntimeError(f"{schema_file} changed after the pipeline was built; run it again")
-  tf.io.gfile.copy(schema_file, os.path.join(schema.uri, SCHEMA_FILE_NAME), overwrite=True)
+def SchemaImporter(schema: OutputArtifact[Schema], schema_text: Parameter[str],
+                   schema_source: Parameter[str]):
+  """Writes `schema_text` (read from `schema_source` when the pipeline was built)."""
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  text_format.Parse(schema_text, schema_pb2.Schema())  # fails here, naming the file, if invalid
+  with tf.io.gfile.GFile(os.path.join(schema.uri, SCHEMA_FILE_NAME), "w") as f:
+    f.write(schema_text)
+  schema.set_string_custom_property("source", schema_source)

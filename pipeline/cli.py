@@ -88,9 +88,10 @@ def run(config, no_report):
   from pipeline import runs
   from pipeline.local_runner import run_pipeline, summarize
   from pipeline.report import write_report
+  from pipeline.schema import SchemaError
   try:
     result = run_pipeline(config, echo=click.echo)
-  except DataLayoutError as e:
+  except (DataLayoutError, SchemaError) as e:
     click.echo(f"Run stopped: {e}", err=True)
     sys.exit(2)
   except DataAnomaliesError as e:
@@ -159,7 +160,7 @@ def report(config, run, report_dir):
               help="Where the inferred schema goes. "
                    "Default: <output>/<pipeline>/schema/inferred.pbtxt.")
 def schema(config, run, schema_output):
-  """Infer a schema from a trusted run's statistics and diff it against the curated one."""
+  """Infer a schema from a trusted run's statistics and diff it against the one it used."""
   from pipeline.schema import propose_schema
   try:
     path, diff = propose_schema(config, run, schema_output)
@@ -213,8 +214,10 @@ def unfreeze(config, values, comparison_dir):
   _experiment(config, "unfreeze", values, comparison_dir)
 
 
+from pipeline.kubeflow_cli import kubeflow  # noqa: E402
 from pipeline.predict import predict  # noqa: E402
 
+main.add_command(kubeflow)
 main.add_command(predict)
 
 if __name__ == "__main__":

@@ -89,6 +89,16 @@ class ServingConfig:
 
 
 @dataclasses.dataclass
+class KubeflowConfig:
+  """Kubeflow Pipelines only (finetune kubeflow compile); the local runner ignores it."""
+  image: str = ""                     # the project's image (deploy/kubeflow/Dockerfile)
+  trainer_cpu: str = "4"              # Trainer's CPU request and limit (Kubernetes quantity)
+  trainer_memory: str = "16G"         # Trainer's memory request and limit
+  trainer_gpus: int = 0               # accelerators for the Trainer; 0 = CPU only
+  gpu_resource: str = "nvidia.com/gpu"  # the accelerators' Kubernetes resource name
+
+
+@dataclasses.dataclass
 class PipelineConfig:
   pipeline_name: str = ""             # default: from the data folder's name (see name_for)
   output_dir: str = "outputs"
@@ -99,6 +109,7 @@ class PipelineConfig:
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   evaluate: EvaluateConfig = dataclasses.field(default_factory=EvaluateConfig)
   serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
+  kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
   @property
   def beam_pipeline_args(self) -> list[str]:
@@ -115,19 +126,19 @@ class PipelineConfig:
 
   @property
   def run_dir(self) -> str:
-    return str(pathlib.Path(self.output_dir) / self.pipeline_name)
+    return posixpath.join(self.output_dir, self.pipeline_name)  # a path or a bucket URI
 
   @property
   def pipeline_root(self) -> str:
-    return str(pathlib.Path(self.run_dir) / "pipeline_root")
+    return posixpath.join(self.run_dir, "pipeline_root")
 
   @property
   def metadata_path(self) -> str:
-    return str(pathlib.Path(self.run_dir) / "metadata.sqlite")
+    return posixpath.join(self.run_dir, "metadata.sqlite")
 
   @property
   def serving_dir(self) -> str:
-    return self.serving.base_dir or str(pathlib.Path(self.run_dir) / "serving")
+    return self.serving.base_dir or posixpath.join(self.run_dir, "serving")
 
   @property
   def model_name(self) -> str:
@@ -135,7 +146,7 @@ class PipelineConfig:
 
   @property
   def reports_dir(self) -> str:
-    return str(pathlib.Path(self.run_dir) / "reports")
+    return posixpath.join(self.run_dir, "reports")
 
   @property
   def curated_schema_path(self) -> str:
@@ -143,7 +154,7 @@ class PipelineConfig:
 
   @property
   def inferred_schema_path(self) -> str:
-    return str(pathlib.Path(self.run_dir) / "schema.pbtxt")
+    return posixpath.join(self.run_dir, "schema.pbtxt")
 
   @property
   def schema_file(self) -> str:
@@ -176,6 +187,7 @@ class PipelineConfig:
                  "max_accuracy_drop"):
       _check_range(f"evaluate.{name}", getattr(self.evaluate, name), 0.0, 1.0)
     _validate_beam_args(self.beam_args)
+    _check_range("kubeflow.trainer_gpus", self.kubeflow.trainer_gpus, 0)
     return self
 
   def to_dict(self) -> dict[str, Any]:

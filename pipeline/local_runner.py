@@ -161,8 +161,11 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
                  + ("BLESSED" if verdict["blessed"] else "NOT BLESSED"))
     lines += [f"  {'passed' if c['passed'] else 'FAILED'} {c['rule']}: {c['text']}"
               for c in verdict["checks"]]
-    if verdict["baseline_accuracy"] is None:
-      lines.append("  no served model to compare with: this is the first")
+    if verdict.get("served_version") is None:
+      lines.append(f"  no model is served yet under {config.serving_dir}/{config.model_name}")
+    else:
+      lines.append(f"  compared with the served version {verdict['served_version']} "
+                   "on the same test photos")
   pushed = run.artifact("Pusher", "pushed_model")
   if pushed is not None:
     if runs.int_property(pushed, "pushed") == 1:

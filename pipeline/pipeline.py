@@ -10,8 +10,9 @@ from components.blessing import BlessingGate
 from components.data_gate import DataGate
 from components.evaluation import eval_config
 from components.image_example_gen import ImageExampleGen, detect_layout
-from components.schema_importer import SchemaImporter, content_hash
+from components.schema_importer import SchemaImporter
 from pipeline.config import PipelineConfig
+from pipeline.schema import read_schema
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
@@ -21,7 +22,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                     ) -> tfx.dsl.Pipeline:
   """Builds fresh component objects each call (TFX's DSL registry forbids reuse).
 
-  `experiment=True` leaves out the baseline and the Pusher: a variant is
+  `experiment=True` leaves out the blessing and the Pusher: a variant is
   evaluated on its own and never served. `statistics_only=True` stops after
   StatisticsGen: the first run over a dataset infers its schema from that.
   """
@@ -35,8 +36,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   if statistics_only:
     return _pipeline(config, [example_gen, statistics_gen], metadata_connection_config)
-  schema_gen = SchemaImporter(schema_file=config.schema_file,
-                              schema_sha256=content_hash(config.schema_file))
+  schema_gen = SchemaImporter(schema_text=read_schema(config.schema_file),
+                              schema_source=config.schema_file)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"],
       schema=schema_gen.outputs["schema"])
@@ -62,28 +63,22 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),
       custom_config=dataclasses.asdict(config.train))
 
-  evaluator_args = dict(
+  evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],
       model=trainer.outputs["model"],
       example_splits=[TEST],
       eval_config=eval_config(len(data_layout.class_names)))
   components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate,
-                transform, trainer]
+                transform, trainer, evaluator]
   if experiment:
-    components.append(tfx.components.Evaluator(**evaluator_args))
     return _pipeline(config, components, metadata_connection_config)
 
-  baseline_resolver = tfx.dsl.Resolver(
-      strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-      model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-      model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-  ).with_id("latest_blessed_model_resolver")
-
-  evaluator = tfx.components.Evaluator(
-      baseline_model=baseline_resolver.outputs["model"], **evaluator_args)
+  push_destination = f"{config.serving_dir}/{config.model_name}"
+  # The baseline is the model served now, read by the gate from the push
+  # destination: no resolver task, so the same pipeline runs on Kubeflow.
   blessing_gate = BlessingGate(
       evaluation=evaluator.outputs["evaluation"], model=trainer.outputs["model"],
-      examples=example_gen.outputs["examples"],
+      examples=example_gen.outputs["examples"], serving_model_dir=push_destination,
       min_gain_over_chance=config.evaluate.min_gain_over_chance,
       min_class_recall=config.evaluate.min_class_recall,
       accuracy_threshold=config.evaluate.accuracy_threshold,
@@ -93,10 +88,9 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       model=trainer.outputs["model"],
       model_blessing=blessing_gate.outputs["blessing"],
       push_destination=pusher_pb2.PushDestination(
-          filesystem=pusher_pb2.PushDestination.Filesystem(
-              base_directory=f"{config.serving_dir}/{config.model_name}")))
+          filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=push_destination)))
 
-  return _pipeline(config, components + [baseline_resolver, evaluator, blessing_gate, pusher],
+  return _pipeline(config, components + [blessing_gate, pusher],
                    metadata_connection_config)
 
 

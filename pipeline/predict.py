@@ -26,9 +26,8 @@ class ModelNotFoundError(Exception):
 
 
 def _versions(base: pathlib.Path) -> dict[int, pathlib.Path]:
-  # TF Serving's rule: numeric folders are versions; others (temp dirs) are ignored.
-  return {int(p.name): p for p in base.iterdir()
-          if p.name.isdigit() and (p / "saved_model.pb").is_file()}
+  from components.serving import served_versions
+  return {version: pathlib.Path(path) for version, path in served_versions(str(base)).items()}
 
 
 def resolve_model_dir(path: str | pathlib.Path, version: int | None = None) -> pathlib.Path:

@@ -61,35 +61,11 @@ def precision_recall(matrix: list[list[int]], class_names: list[str]) -> dict:
   return table
 
 
-def predict_split(model_uri: str, split_uri: str) -> list[dict]:
-  """Each example of a split with the model's prediction (serving_default)."""
-  import tensorflow as tf
-  loaded = tf.saved_model.load(os.path.join(model_uri, "Format-Serving"))
-  serve = loaded.signatures["serving_default"]
-  spec = {"image_raw": tf.io.FixedLenFeature([], tf.string),
-          "label": tf.io.FixedLenFeature([], tf.int64),
-          "path": tf.io.FixedLenFeature([], tf.string)}
-  files = tf.io.gfile.glob(os.path.join(split_uri, "*.gz"))
-  rows = []
-  for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(32):
-    parsed = tf.io.parse_example(batch, spec)
-    outputs = serve(examples=batch)
-    names = [n.decode() for n in outputs["class_names"].numpy()[0]]
-    for image, label, path, probabilities in zip(
-        parsed["image_raw"].numpy(), parsed["label"].numpy(), parsed["path"].numpy(),
-        outputs["probabilities"].numpy()):
-      predicted = int(np.argmax(probabilities))
-      rows.append({"path": path.decode(), "true_class": names[int(label)],
-                   "predicted_class": names[predicted],
-                   "probability": float(probabilities[predicted]), "image": image})
-  return rows
-
-
 def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
   """Everything the page shows, as plain data (also written as report.json)."""
   from components.data_gate import read_anomalies
   from components.blessing import read_verdict
-  from components.evaluation import read_confusion_matrix, read_metrics
+  from components.evaluation import predict_examples, read_confusion_matrix, read_metrics
   from components.image_example_gen.executor import report_path
   from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
 
@@ -123,7 +99,8 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
     # The rules this run applied and how the candidate fared, not today's config.
     data["blessing"] = read_verdict(blessing.uri) if blessing is not None else None
     if examples is not None:
-      predictions = predict_split(model.uri, os.path.join(examples.uri, "Split-test"))
+      predictions = predict_examples(os.path.join(model.uri, "Format-Serving"),
+                                     os.path.join(examples.uri, "Split-test"))
       wrong = [p for p in predictions if p["predicted_class"] != p["true_class"]]
       data["test_predictions"] = len(predictions)
       # Worst first: the most confident mistakes.

@@ -49,6 +49,26 @@ def infer_schema(statistics_uri: str, class_names: list[str], split: str = "trai
   return schema
 
 
+class SchemaError(ValueError):
+  """The schema file is missing or not a valid schema; the message names it."""
+
+
+def read_schema(path: str) -> str:
+  """The schema file's text, checked to parse as a TFMD Schema."""
+  import tensorflow as tf
+  from google.protobuf import text_format
+  from tensorflow_metadata.proto.v0 import schema_pb2
+  if not tf.io.gfile.exists(path):
+    raise SchemaError(f"schema file not found: {path}")
+  with tf.io.gfile.GFile(path) as f:
+    text = f.read()
+  try:
+    text_format.Parse(text, schema_pb2.Schema())
+  except text_format.ParseError as e:
+    raise SchemaError(f"schema file {path} is not a valid schema: {e}") from None
+  return text
+
+
 def schema_text(schema, source: str) -> str:
   from google.protobuf import text_format
   return HEADER.format(source=source) + text_format.MessageToString(schema)

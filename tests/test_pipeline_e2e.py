@@ -154,8 +154,9 @@ def test_a_fine_tune_that_never_beats_the_head_alone_is_not_exported(tiny_run, t
   summary = "\n".join(summarize(config, run))
   assert f"Exported: phase 1 epoch {best_phase1['epoch']}" in summary
   # The exported weights are that epoch's: they score its validation accuracy again.
-  from pipeline.report import predict_split
+  from components.evaluation import predict_examples
   examples = run.artifact("ImageExampleGen", "examples").uri
-  rows = predict_split(str(model_dir), os.path.join(examples, "Split-validation"))
+  rows = predict_examples(str(model_dir / "Format-Serving"),
+                          os.path.join(examples, "Split-validation"))
   right = sum(r["predicted_class"] == r["true_class"] for r in rows)
   assert right / len(rows) == pytest.approx(kept["val_accuracy"])

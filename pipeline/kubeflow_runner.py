@@ -1,0 +1,57 @@
+"""Compiles the pipeline for Kubeflow Pipelines: a KFP v2 package, schema 2.1.0.
+
+The same create_pipeline as the local runner; each task runs TFX's
+kubeflow_v2_run_executor in the project's image, so `components` and
+`pipeline` must be importable there (deploy/kubeflow/Dockerfile).
+"""
+from __future__ import annotations
+
+import os
+
+import yaml
+
+from pipeline.config import ConfigError, PipelineConfig
+from pipeline.pipeline import create_pipeline
+
+PACKAGE_SUFFIXES = (".yaml", ".yml")  # what the KFP client uploads (it refuses .json)
+
+
+def trainer_resources(config: PipelineConfig):
+  """The Trainer's CPU, memory and accelerator requests, as KFP's ResourceSpec."""
+  from kfp.pipeline_spec import pipeline_spec_pb2
+  spec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec(
+      resource_cpu_request=config.kubeflow.trainer_cpu,
+      resource_cpu_limit=config.kubeflow.trainer_cpu,
+      resource_memory_request=config.kubeflow.trainer_memory,
+      resource_memory_limit=config.kubeflow.trainer_memory)
+  if config.kubeflow.trainer_gpus:
+    spec.accelerator.resource_type = config.kubeflow.gpu_resource
+    spec.accelerator.resource_count = str(config.kubeflow.trainer_gpus)
+  return spec
+
+
+def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
+  """Writes the package to `output_path`; returns the pipeline spec as a dict."""
+  from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner
+  config.validate()
+  if not config.kubeflow.image:
+    raise ConfigError("kubeflow.image is not set: pass --image (see deploy/kubeflow/README.md)")
+  if not output_path.endswith(PACKAGE_SUFFIXES):
+    raise ConfigError(f"--output {output_path}: a Kubeflow package is a .yaml or .yml file")
+  pipeline = create_pipeline(config)
+  for component in pipeline.components:
+    if component.id == "Trainer":
+      component.with_platform_config(trainer_resources(config))
+  runner = kfp_runner.KubeflowV2DagRunner(
+      kfp_runner.KubeflowV2DagRunnerConfig(default_image=config.kubeflow.image,
+                                           use_pipeline_spec_2_1=True),
+      output_dir=os.path.dirname(os.path.abspath(output_path)),
+      output_filename=os.path.basename(output_path))
+  spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
+  # Where Kubeflow puts the artifacts unless a run says otherwise (the TFX
+  # runner leaves it to the run; KFP's own compiler writes it here).
+  spec["defaultPipelineRoot"] = config.pipeline_root
+  with open(output_path, "w") as f:
+    f.write(f"# {spec['pipelineInfo']['name']}: compiled by `finetune kubeflow compile`\n")
+    yaml.safe_dump(spec, f, sort_keys=True)
+  return spec

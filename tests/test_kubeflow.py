@@ -1,0 +1,143 @@
+"""The Kubeflow package, image and CLI, checked against KFP's own spec and tools (no cluster here)."""
+import json
+import os
+import re
+import subprocess
+import sys
+
+from click.testing import CliRunner
+from google.protobuf import json_format
+from kfp.pipeline_spec import pipeline_spec_pb2
+import pytest
+import yaml
+
+from pipeline.cli import main
+from pipeline.config import PROJECT_ROOT, load_config
+from pipeline.pipeline import create_pipeline
+from conftest import CATS_VS_DOGS_SCHEMA, make_dataset, tiny_overrides
+
+IMAGE = "registry.example.com/finetune:1.0"
+DOCKERFILE = PROJECT_ROOT / "deploy" / "kubeflow" / "Dockerfile"
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+  """`finetune kubeflow compile` on tiny photos: (config, package path, CLI output)."""
+  root = tmp_path_factory.mktemp("kubeflow")
+  data = make_dataset(root / "cats_vs_dogs", {"train": 2, "validation": 1, "test": 1})
+  package = root / "pipeline.yaml"
+  result = CliRunner().invoke(main, [
+      "kubeflow", "compile", "--image", IMAGE, "--pipeline-root", "s3://mlpipeline/finetune",
+      "--data-root", str(data), "--weights", "none", "--output", str(package),
+      "--set", "kubeflow.trainer_cpu=8", "--set", "kubeflow.trainer_memory=24G",
+      "--set", "kubeflow.trainer_gpus=1", "--beam-arg=--direct_num_workers=2"])
+  assert result.exit_code == 0, result.output
+  config = load_config(None, {"data.root": str(data), "train.weights": "none"}).validate()
+  return config, package, result.output
+
+
+def _spec(package) -> pipeline_spec_pb2.PipelineSpec:
+  # Strict: an unknown or misspelt field fails the parse.
+  return json_format.ParseDict(yaml.safe_load(package.read_text()),
+                               pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
+
+
+def test_the_package_is_a_strict_kfp_2_1_spec_of_the_local_pipeline(compiled):
+  config, package, output = compiled
+  spec = _spec(package)
+  assert spec.schema_version == "2.1.0"
+  assert spec.pipeline_info.name == "cats-vs-dogs"
+  tasks = spec.root.dag.tasks
+  assert f"Compiled cats-vs-dogs: {len(tasks)} tasks, schema 2.1.0 -> {package}" in output
+  # The same components and edges as the pipeline the local runner runs.
+  local = create_pipeline(config)
+  assert set(tasks) == {c.id for c in local.components}
+  for component in local.components:
+    assert set(tasks[component.id].dependent_tasks) == {n.id for n in component.upstream_nodes}
+  assert "latest_blessed_model_resolver" not in tasks
+
+
+def test_every_task_runs_the_project_image_and_no_resolver(compiled):
+  _, package, _ = compiled
+  spec = _spec(package)
+  deployment = json_format.MessageToDict(spec.deployment_spec)
+  executors = deployment["executors"]
+  assert len(executors) == len(spec.root.dag.tasks)
+  for name, executor in executors.items():
+    assert set(executor) == {"container"}, name  # no importer, no resolver
+    container = executor["container"]
+    assert container["image"] == IMAGE
+    assert container["command"] == [
+        "python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+    assert container["args"][0] == "--executor_class_path"
+  trainer = executors["Trainer_executor"]["container"]["resources"]
+  assert trainer["resourceCpuLimit"] == "8" and trainer["resourceMemoryLimit"] == "24G"
+  assert trainer["accelerator"] == {"resourceType": "nvidia.com/gpu", "resourceCount": "1"}
+
+
+def test_settings_reach_the_tasks(compiled):
+  _, package, _ = compiled
+  text = package.read_text()
+  # The Beam arguments (with the safe DirectRunner mode added), the pipeline root in
+  # object storage, the push destination under it, and the schema's own text.
+  assert "--direct_num_workers=2" in text and "--direct_running_mode=in_memory" in text
+  assert "s3://mlpipeline/finetune/cats-vs-dogs/pipeline_root" in text
+  assert "s3://mlpipeline/finetune/cats-vs-dogs/serving/cats-vs-dogs" in text
+  spec = yaml.safe_load(text)
+  schema_param = (spec["root"]["dag"]["tasks"]["SchemaImporter"]["inputs"]["parameters"]
+                  ["schema_text"]["runtimeValue"]["constant"])
+  assert schema_param == CATS_VS_DOGS_SCHEMA.read_text()
+
+
+def test_compile_errors_are_one_line(tmp_path):
+  data = make_dataset(tmp_path / "photos", {"all": 2}, splits=False)
+  base = ["kubeflow", "compile", "--data-root", str(data), "--weights", "none"]
+  for args, message in (
+      ([], "Error: kubeflow.image is not set: pass --image"),
+      (["--image", IMAGE, "--output", str(tmp_path / "p.json")],
+       f"Error: --output {tmp_path / 'p.json'}: a Kubeflow package is a .yaml or .yml file"),
+      (["--image", IMAGE, "--pipeline-name", "cats_vs_dogs"],
+       "Error: pipeline_name 'cats_vs_dogs' is not allowed")):
+    result = CliRunner().invoke(main, base + args)
+    assert result.exit_code == 2 and result.output.startswith(message), result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_no_secret_reaches_the_package(tmp_path, monkeypatch):
+  secret = "s3cr3t-planted-key-9f8e7d"
+  monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+  monkeypatch.setenv("AWS_ACCESS_KEY_ID", secret + "-id")
+  data = make_dataset(tmp_path / "cats_vs_dogs", {"all": 2}, splits=False)
+  package = tmp_path / "pipeline.yaml"
+  result = CliRunner().invoke(main, ["kubeflow", "compile", "--image", IMAGE, "--data-root",
+                                     str(data), "--weights", "none", "--output", str(package)])
+  assert result.exit_code == 0, result.output
+  assert secret not in package.read_text() and secret not in result.output
+
+
+def test_dockerfile_passes_hadolint():
+  hadolint = os.path.join(os.path.dirname(sys.executable), "hadolint")
+  result = subprocess.run([hadolint, "--failure-threshold", "info", str(DOCKERFILE)],
+                          capture_output=True, text=True)
+  assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_installs_the_lock_and_copies_every_executor_package(compiled):
+  _, package, _ = compiled
+  dockerfile = DOCKERFILE.read_text()
+  base = re.search(r"^FROM (\S+)", dockerfile, re.M).group(1)
+  assert re.fullmatch(r"python:3\.11\.\d+-[a-z-]+", base)  # pinned, the venv's Python
+  assert "COPY requirements.lock" in dockerfile
+  assert "pip install --ignore-requires-python --no-deps -r requirements.lock" in dockerfile
+  assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)  # not root
+  copied = set(re.findall(r"^COPY (\w+)/", dockerfile, re.M))
+  spec = yaml.safe_load(package.read_text())
+  class_paths = {e["container"]["args"][1] for e in spec["deploymentSpec"]["executors"].values()}
+  locked = {line.split("==")[0].lower().replace("-", "_")
+            for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines()
+            if "==" in line}
+  for class_path in class_paths:
+    top = class_path.split(".")[0]
+    assert top in copied or top in locked, class_path
+  # And the Python path makes the copied packages importable as the executors name them.
+  assert "PYTHONPATH=/opt/finetune" in dockerfile and "WORKDIR /opt/finetune" in dockerfile
