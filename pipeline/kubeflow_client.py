@@ -58,8 +58,8 @@ def validate_cron(expression: str) -> str:
 
 
 def read_token(token: str | None, token_file: str = SA_TOKEN_PATH) -> str | None:
-  """--token wins; else the in-cluster token file (KF_PIPELINES_SA_TOKEN_PATH moves it, as in kfp)."""
-  if token:
+  """--token wins; else the in-cluster token file (or KF_PIPELINES_SA_TOKEN_PATH, as kfp reads)."""
+  if token and token.strip():
     return token.strip()
   if token_file == SA_TOKEN_PATH:
     token_file = os.environ.get(SA_TOKEN_ENV) or token_file
@@ -115,7 +115,7 @@ def _errors(conn: Connection, what: str) -> Iterator[None]:
       yield
   except kfp_server_api.ApiException as e:
     if not e.status:  # kfp_server_api reports SSL and protocol errors as status 0
-      raise KubeflowError(_one_line(f"Kubeflow Pipelines at {conn.host} failed {what}: "
+      raise KubeflowError(_one_line(f"Kubeflow Pipelines at {conn.host} failed during {what}: "
                                     f"{e.reason}", conn)) from e
     detail = _server_message(e.body)
     raise KubeflowError(_one_line(f"Kubeflow Pipelines refused {what}: HTTP {e.status} "
@@ -126,7 +126,7 @@ def _errors(conn: Connection, what: str) -> Iterator[None]:
     raise KubeflowError(_one_line(f"Kubeflow Pipelines at {conn.host} is not reachable "
                                   f"({what}): {reason}", conn)) from e
   except (ValueError, TimeoutError) as e:  # kfp's own checks, e.g. two pipelines with one name
-    raise KubeflowError(_one_line(f"{what} failed: {e}", conn)) from e
+    raise KubeflowError(_one_line(f"Kubeflow Pipelines: {e}", conn)) from e
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -161,9 +161,10 @@ def _check_reachable(conn: Connection) -> None:
 
 
 def client(conn: Connection) -> "kfp.Client":  # noqa: F821
+  """A kfp.Client, once the host has answered a quick health check."""
   _check_reachable(conn)
   import kfp
-  with _errors(conn, "to connect"):
+  with _errors(conn, "the connection"):
     # kfp treats namespace="kubeflow" as "not given" and then asks healthz for multi-user.
     return kfp.Client(host=conn.host, existing_token=conn.token,
                       namespace=conn.namespace or "kubeflow")
@@ -223,10 +224,14 @@ def _stamp() -> str:
 
 
 def _version_name(pipeline_name: str, package_path: str) -> str:
-  """Unique per upload (the server refuses a repeated name); the hash tells packages apart."""
+  """Named by content: the server refuses a repeated name; the same package reuses its version."""
   with open(package_path, "rb") as f:
-    digest = hashlib.sha256(f.read()).hexdigest()[:8]
-  return f"{pipeline_name}-{_stamp()}-{digest}"
+    return f"{pipeline_name}-{hashlib.sha256(f.read()).hexdigest()[:12]}"
+
+
+def _name_filter(name: str) -> str:
+  return json.dumps({"predicates": [{"operation": "EQUALS", "key": "display_name",
+                                     "string_value": name}]})
 
 
 def _request(method: str, path: str, fields: dict, only_if: str = "") -> dict:
@@ -238,9 +243,11 @@ def _planned_upload(conn: Connection, pipeline_name: str, version_name: str,
   return [
       _request("GET", f"{API}/healthz", {"auth": "bearer token" if conn.token else "none"}),
       _request("GET", f"{API}/pipelines", {"filter": f"display_name = {pipeline_name}"}),
+      _request("GET", f"{API}/pipelines/<id>/versions",
+               {"filter": f"display_name = {version_name}"}, "the pipeline exists"),
       _request("POST", f"{API}/pipelines/upload_version",
                {"name": version_name, "pipelineid": f"<id of {pipeline_name}>",
-                "uploadfile": package_path}, "the pipeline exists"),
+                "uploadfile": package_path}, "the pipeline exists without this version"),
       _request("POST", f"{API}/pipelines/upload",
                {"name": pipeline_name, "uploadfile": package_path}, "the pipeline is new"),
       _request("GET", f"{API}/pipelines/<id>/versions", {"sort_by": "created_at desc"},
@@ -251,7 +258,8 @@ def _planned_upload(conn: Connection, pipeline_name: str, version_name: str,
 def _planned_experiment(conn: Connection, experiment: str) -> list[dict]:
   namespace = {"namespace": conn.namespace} if conn.namespace else {}
   return [
-      _request("GET", f"{API}/experiments", {"filter": f"display_name = {experiment}", **namespace}),
+      _request("GET", f"{API}/experiments",
+               {"filter": f"display_name = {experiment}", **namespace}),
       _request("POST", f"{API}/experiments", {"display_name": experiment, **namespace},
                "the experiment is new"),
   ]
@@ -267,28 +275,44 @@ def _dry_run(conn: Connection, requests: list[dict], echo: Echo) -> dict:
 
 def _upload(kfp_client, conn: Connection, package_path: str, pipeline_name: str,
             version_name: str, echo: Echo) -> tuple[str, str]:
-  """A new version of `pipeline_name`; the first upload creates the pipeline (and its version)."""
+  """The package as a version of `pipeline_name`, uploaded unless that version exists.
+
+  The first upload creates the pipeline, and the server names its first version after it.
+  """
   with _errors(conn, "the pipeline lookup"):
     pipeline_id = kfp_client.get_pipeline_id(pipeline_name)
-  with _errors(conn, "the upload"):
+  with _errors(conn, "the upload"):  # (it hides stdout: echo after it)
     if pipeline_id is None:
       pipeline_id = kfp_client.upload_pipeline(package_path, pipeline_name).pipeline_id
       versions = kfp_client.list_pipeline_versions(
           pipeline_id, page_size=1, sort_by="created_at desc").pipeline_versions or []
-      if not versions:
-        raise KubeflowError(f"Kubeflow Pipelines created pipeline {pipeline_name} without a version")
-      version = versions[0]
-      echo(f"Uploaded new pipeline {pipeline_name} ({pipeline_id})")
+      news = f"Uploaded new pipeline {pipeline_name}"
     else:
-      version = kfp_client.upload_pipeline_version(package_path, version_name,
-                                                   pipeline_id=pipeline_id)
-      echo(f"Uploaded {version.display_name} of pipeline {pipeline_name}")
-  return pipeline_id, version.pipeline_version_id
+      versions = kfp_client.list_pipeline_versions(
+          pipeline_id, filter=_name_filter(version_name)).pipeline_versions or []
+      news = f"Pipeline {pipeline_name} already has this package: {version_name}"
+      if not versions:
+        versions = [kfp_client.upload_pipeline_version(package_path, version_name,
+                                                       pipeline_id=pipeline_id)]
+        news = f"Uploaded {version_name} of pipeline {pipeline_name}"
+  if not versions:
+    raise KubeflowError(f"Kubeflow Pipelines made pipeline {pipeline_name} without a version")
+  echo(news)
+  return pipeline_id, versions[0].pipeline_version_id
 
 
 def _experiment_id(kfp_client, conn: Connection, experiment: str) -> str:
   with _errors(conn, f"the experiment {experiment}"):
     return kfp_client.create_experiment(experiment, namespace=conn.namespace).experiment_id
+
+
+def _publish(conn: Connection, package_path: str, pipeline_name: str, version_name: str,
+             experiment: str, echo: Echo):
+  """The client, and the ids of the uploaded version and of the experiment to run it in."""
+  kfp_client = client(conn)
+  pipeline_id, version_id = _upload(kfp_client, conn, package_path, pipeline_name,
+                                    version_name, echo)
+  return kfp_client, pipeline_id, version_id, _experiment_id(kfp_client, conn, experiment)
 
 
 def submit(conn: Connection, package_path: str, pipeline_name: str, experiment: str,
@@ -305,10 +329,8 @@ def submit(conn: Connection, package_path: str, pipeline_name: str, experiment: 
     return _dry_run(conn, _planned_upload(conn, pipeline_name, version_name, package_path)
                     + _planned_experiment(conn, experiment)
                     + [_request("POST", f"{API}/runs", run)], echo)
-  kfp_client = client(conn)
-  pipeline_id, version_id = _upload(kfp_client, conn, package_path, pipeline_name,
-                                    version_name, echo)
-  experiment_id = _experiment_id(kfp_client, conn, experiment)
+  kfp_client, pipeline_id, version_id, experiment_id = _publish(
+      conn, package_path, pipeline_name, version_name, experiment, echo)
   with _errors(conn, "the run"):
     run = kfp_client.run_pipeline(experiment_id, run_name, params=typed,
                                   pipeline_id=pipeline_id, version_id=version_id)
@@ -344,8 +366,8 @@ def wait(conn: Connection, run_id: str, timeout_s: float, echo: Echo = print,
       raise KubeflowError(_one_line(f"run {run_id} {state}" + (f": {detail}" if detail else "")
                                     + f" ({conn.ui_url('runs', run_id)})", conn))
     if time.monotonic() >= deadline:
-      raise KubeflowError(f"run {run_id} is still {state} after {timeout_s:g} s; it goes on in "
-                          f"Kubeflow: {conn.ui_url('runs', run_id)}")
+      raise KubeflowError(f"run {run_id} is still {state or 'unknown'} after {timeout_s:g} s; "
+                          f"it goes on in Kubeflow: {conn.ui_url('runs', run_id)}")
     time.sleep(max(0.0, min(poll_s, deadline - time.monotonic())))
 
 
@@ -370,10 +392,8 @@ def schedule(conn: Connection, package_path: str, pipeline_name: str, experiment
     return _dry_run(conn, _planned_upload(conn, pipeline_name, version_name, package_path)
                     + _planned_experiment(conn, experiment)
                     + [_request("POST", f"{API}/recurringruns", body)], echo)
-  kfp_client = client(conn)
-  pipeline_id, version_id = _upload(kfp_client, conn, package_path, pipeline_name,
-                                    version_name, echo)
-  experiment_id = _experiment_id(kfp_client, conn, experiment)
+  kfp_client, pipeline_id, version_id, experiment_id = _publish(
+      conn, package_path, pipeline_name, version_name, experiment, echo)
   with _errors(conn, "the schedule"):
     recurring = kfp_client.create_recurring_run(
         experiment_id, name, cron_expression=cron, max_concurrency=max_concurrency,

@@ -14,6 +14,8 @@ from pipeline.config import ConfigError, PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 PACKAGE_SUFFIXES = (".yaml", ".yml")  # what the KFP client uploads (it refuses .json)
+ENTRYPOINT = ["python", "-m", "pipeline.kfp_executor"]  # TFX's, with input types filled in
+READS_OUTSIDE = ("ImageExampleGen", "BlessingGate", "Pusher")
 
 
 def trainer_resources(config: PipelineConfig):
@@ -44,6 +46,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
       component.with_platform_config(trainer_resources(config))
   runner = kfp_runner.KubeflowV2DagRunner(
       kfp_runner.KubeflowV2DagRunnerConfig(default_image=config.kubeflow.image,
+                                           default_commands=ENTRYPOINT,
                                            use_pipeline_spec_2_1=True),
       output_dir=os.path.dirname(os.path.abspath(output_path)),
       output_filename=os.path.basename(output_path))
@@ -51,6 +54,12 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
   # Where Kubeflow puts the artifacts unless a run says otherwise (the TFX
   # runner leaves it to the run; KFP's own compiler writes it here).
   spec["defaultPipelineRoot"] = config.pipeline_root
+  # The open-source backend caches a task on its parameters alone: new photos
+  # would not bust ImageExampleGen's cache (TFX's input fingerprint comes from
+  # a driver hook that backend does not run), nor a changed served model
+  # BlessingGate's. They read the world outside the pipeline: never cached.
+  for task in READS_OUTSIDE:
+    spec["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
   with open(output_path, "w") as f:
     f.write(f"# {spec['pipelineInfo']['name']}: compiled by `finetune kubeflow compile`\n")
     yaml.safe_dump(spec, f, sort_keys=True)

@@ -10,6 +10,8 @@ from components.blessing import BlessingGate
 from components.data_gate import DataGate
 from components.evaluation import eval_config
 from components.image_example_gen import ImageExampleGen, detect_layout
+from components.image_example_gen.images import typical_size
+from components.image_example_gen.layout import sample_files
 from components.schema_importer import SchemaImporter
 from pipeline.config import PipelineConfig
 from pipeline.schema import read_schema
@@ -34,6 +36,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       split_ratios=config.data.split_ratios,
       max_image_side=config.data.max_image_side)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+  train_config = dataclasses.asdict(config.train)
+  # 0: the photos' own size (median short side, 96 to 224 px): no upscaling of thumbnails.
+  train_config["image_size"] = config.train.image_size or typical_size(
+      sample_files(config.data.root, data_layout, 200))
   if statistics_only:
     return _pipeline(config, [example_gen, statistics_gen], metadata_connection_config)
   schema_gen = SchemaImporter(schema_text=read_schema(config.schema_file),
@@ -48,7 +54,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
       preprocessing_fn="components.transform.preprocessing_fn",
-      custom_config={"image_size": config.train.image_size},
+      custom_config={"image_size": train_config["image_size"]},
       # Decoding happens on the fly in training; see components/transform.py.
       materialize=False, disable_statistics=True,
       splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN]))
@@ -61,7 +67,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       schema=schema_gen.outputs["schema"],
       train_args=trainer_pb2.TrainArgs(splits=[TRAIN]),
       eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),
-      custom_config=dataclasses.asdict(config.train))
+      custom_config=train_config)
 
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],

@@ -73,6 +73,9 @@ def tiny_overrides(data_root, output_dir, **extra) -> dict:
       "train.image_size": 32, "train.batch_size": 8,
       "train.phase1_epochs": 2, "train.phase2_epochs": 1, "train.unfreeze": "10",
       "train.phase1_learning_rate": 0.01,
+      # A gentle, constant phase 2: tiny random-init models stay predictable.
+      "train.phase2_optimizer": "rmsprop", "train.phase2_learning_rate": 1e-5,
+      "train.phase2_schedule": "constant",
       # Tests of the wiring bless any model; tests of the gate set its rules.
       "evaluate.min_gain_over_chance": 0.0, "evaluate.min_class_recall": 0.0,
       # The generated cats and dogs match the curated schema of the real ones.

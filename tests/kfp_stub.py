@@ -102,7 +102,7 @@ class KfpStub:
 
   def fail(self, path: str, status: int, message: str = "stub failure",
            method: str | None = None, times: int | None = None) -> None:
-    """Answers `path` (exact, e.g. /apis/v2beta1/runs) with an HTTP error, `times` times or always."""
+    """Answers `path` (exact: /apis/v2beta1/runs) with an HTTP error, `times` times or always."""
     self._failures[(method, path)] = [status, message, times]
 
   def find(self, method: str, path: str) -> list[Request]:
@@ -177,7 +177,7 @@ class KfpStub:
     found = [v for v in self.versions.values() if v["pipeline_id"] == pipeline_id]
     if "desc" in query.get("sort_by", ""):
       found.reverse()
-    return {"pipeline_versions": found, "total_size": len(found)}
+    return self._list("pipeline_versions", found, query)
 
   def _create_experiment(self, query: dict[str, str], body: dict) -> dict:
     experiment = {**body, "experiment_id": self._id("experiment"), "created_at": _now(),
@@ -224,7 +224,7 @@ class KfpStub:
     found = [r for r in self._in_namespace(self.recurring_runs.values(), query)
              if r.get("experiment_id") == query.get("experiment_id", r.get("experiment_id"))]
     # The proto field is literally recurringRuns, so the JSON key is camel case.
-    return {"recurringRuns": found, "total_size": len(found)} if found else {}
+    return {"recurringRuns": found, "total_size": len(found)} if found else {"total_size": 0}
 
   def _set_mode(self, query: dict[str, str], body: Any, id: str, action: str) -> dict:
     recurring = self._get(self.recurring_runs, id)
@@ -285,7 +285,7 @@ def running() -> Iterator[KfpStub]:
   server.daemon_threads = True
   server.stub = stub
   stub.url = f"http://127.0.0.1:{server.server_address[1]}"
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
+  thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
   thread.start()
   try:
     yield stub

@@ -71,3 +71,23 @@ def test_bad_files_are_rejected_with_a_reason(name):
   data, reason = BAD[name]
   with pytest.raises(RejectedImage, match=reason):
     prepare_image(data)
+
+
+def test_the_automatic_training_size_follows_the_photos(tmp_path):
+  from components.image_example_gen.images import typical_size
+  from conftest import image_bytes
+
+  def photos(name, *sizes):
+    paths = []
+    for i, size in enumerate(sizes):
+      path = tmp_path / f"{name}{i}.jpg"
+      path.write_bytes(image_bytes((90, 90, 90), size=size))
+      paths.append(str(path))
+    return paths
+
+  broken = tmp_path / "broken.jpg"
+  broken.write_bytes(b"not an image")
+  assert typical_size(photos("thumb", *[(128, 128)] * 3) + [str(broken)]) == 128  # no upscaling
+  assert typical_size(photos("phone", (800, 600), (640, 480), (400, 300))) == 224  # capped
+  assert typical_size(photos("tiny", (50, 40), (40, 40))) == 96  # a floor for the base
+  assert typical_size(photos("mixed", (200, 150), (180, 170), (300, 300))) == 160  # median, /32

@@ -55,6 +55,9 @@ def test_the_package_is_a_strict_kfp_2_1_spec_of_the_local_pipeline(compiled):
   for component in local.components:
     assert set(tasks[component.id].dependent_tasks) == {n.id for n in component.upstream_nodes}
   assert "latest_blessed_model_resolver" not in tasks
+  # Tasks that read the world outside the pipeline are never served from the cache.
+  uncached = {name for name, task in tasks.items() if not task.caching_options.enable_cache}
+  assert uncached == {"ImageExampleGen", "BlessingGate", "Pusher"}
 
 
 def test_every_task_runs_the_project_image_and_no_resolver(compiled):
@@ -67,8 +70,7 @@ def test_every_task_runs_the_project_image_and_no_resolver(compiled):
     assert set(executor) == {"container"}, name  # no importer, no resolver
     container = executor["container"]
     assert container["image"] == IMAGE
-    assert container["command"] == [
-        "python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
+    assert container["command"] == ["python", "-m", "pipeline.kfp_executor"]
     assert container["args"][0] == "--executor_class_path"
   trainer = executors["Trainer_executor"]["container"]["resources"]
   assert trainer["resourceCpuLimit"] == "8" and trainer["resourceMemoryLimit"] == "24G"
@@ -141,3 +143,31 @@ def test_dockerfile_installs_the_lock_and_copies_every_executor_package(compiled
     assert top in copied or top in locked, class_path
   # And the Python path makes the copied packages importable as the executors name them.
   assert "PYTHONPATH=/opt/finetune" in dockerfile and "WORKDIR /opt/finetune" in dockerfile
+
+
+def test_the_compiled_package_submits_and_schedules_from_the_command_line(compiled):
+  from kfp_stub import running
+  _, package, _ = compiled
+  with running() as stub:
+    host = ["--host", stub.url, "--experiment", "nightly", "--token", "planted-token-4e1f"]
+    result = CliRunner().invoke(main, ["kubeflow", "submit", str(package), *host])
+    assert result.exit_code == 0, result.output
+    (run_id,) = stub.runs
+    assert f"Run {run_id}: {stub.url}/#/runs/details/{run_id}" in result.output
+    assert stub.packages and list(stub.packages.values())[0] == package.read_bytes()
+
+    # A five-field cron is refused before anything is sent; six fields schedule.
+    sent = len(stub.requests)
+    result = CliRunner().invoke(main, ["kubeflow", "schedule", str(package), *host,
+                                       "--cron", "0 3 * * *"])
+    assert result.exit_code == 1 and len(result.output.strip().splitlines()) == 1
+    assert '"0 0 3 * * *"' in result.output and len(stub.requests) == sent
+    result = CliRunner().invoke(main, ["kubeflow", "schedule", str(package), *host,
+                                       "--cron", "0 0 3 * * *", "--no-catchup"])
+    assert result.exit_code == 0, result.output
+    assert len(stub.recurring_runs) == 1
+    result = CliRunner().invoke(main, ["kubeflow", "schedules", "--host", stub.url])
+    assert "0 0 3 * * *  enabled  max concurrency 1" in result.output
+    assert all("planted-token-4e1f" not in r.output for r in [result])
+    assert any(r.headers.get("authorization") == "Bearer planted-token-4e1f"
+               for r in stub.requests)

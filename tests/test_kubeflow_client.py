@@ -1,6 +1,7 @@
 """pipeline.kubeflow_client against an in-memory KFP v2beta1 server (tests/kfp_stub.py)."""
 # No `from __future__ import annotations`: kfp.dsl reads the parameter types from the
 # annotations, and as strings they would be taken for artifact types.
+import hashlib
 import logging
 import socket
 import time
@@ -8,7 +9,7 @@ import time
 import pytest
 from kfp import compiler, dsl
 
-from kfp_stub import API, KfpStub, running
+from kfp_stub import API, running
 from pipeline.kubeflow_client import (Connection, KubeflowError, change_schedule, list_schedules,
                                       read_token, schedule, submit, validate_cron, wait)
 
@@ -50,8 +51,8 @@ def _closed_port() -> int:
 
 
 def _submit(conn, package, lines=None, **kwargs):
-  return submit(conn, package, "tiny-pipeline", "nightly", {"message": "hi"},
-                echo=(lines.append if lines is not None else lambda line: None), **kwargs)
+  kwargs.setdefault("echo", lines.append if lines is not None else lambda line: None)
+  return submit(conn, package, "tiny-pipeline", "nightly", {"message": "hi"}, **kwargs)
 
 
 # submit
@@ -87,15 +88,30 @@ def test_submit_uploads_the_package_and_runs_that_version(kfp_stub, conn, packag
   assert TOKEN not in repr(conn)
 
 
-def test_second_submit_adds_a_version_and_creates_the_experiment_once(kfp_stub, conn, package):
+def test_later_submits_add_a_version_once_and_reuse_the_experiment(kfp_stub, conn, package):
   first = _submit(conn, package)
   second = _submit(conn, package)
   version, = kfp_stub.find("POST", f"{API}/pipelines/upload_version")
   assert version.query["pipelineid"] == first["pipeline_id"] == second["pipeline_id"]
   assert version.file == open(package, "rb").read()
   assert second["version_id"] != first["version_id"]
-  assert len(kfp_stub.find("POST", f"{API}/experiments")) == 1
-  assert kfp_stub.find("POST", f"{API}/experiments")[0].body["display_name"] == "nightly"
+  # The same package again runs the version it already has, instead of a duplicate.
+  third = _submit(conn, package)
+  assert third["version_id"] == second["version_id"]
+  assert len(kfp_stub.find("POST", f"{API}/pipelines/upload_version")) == 1
+  created = kfp_stub.find("POST", f"{API}/experiments")
+  assert [r.body["display_name"] for r in created] == ["nightly"]
+  assert first["experiment_id"] == second["experiment_id"] == third["experiment_id"] == \
+      list(kfp_stub.experiments)[0]
+
+
+def test_progress_reaches_stdout_despite_kfp_being_hushed(kfp_stub, conn, package, capsys):
+  _submit(conn, package, echo=print)
+  _submit(conn, package, echo=print)
+  assert capsys.readouterr().out.splitlines() == [
+      "Uploaded new pipeline tiny-pipeline",
+      f"Uploaded tiny-pipeline-{hashlib.sha256(open(package, 'rb').read()).hexdigest()[:12]} "
+      "of pipeline tiny-pipeline"]
 
 
 def test_submit_dry_run_sends_nothing(kfp_stub, conn, package):
@@ -139,7 +155,7 @@ def test_wait_raises_naming_a_failed_run(kfp_stub, conn, package):
 
 
 def test_wait_gives_up_at_the_timeout(kfp_stub, conn, package):
-  kfp_stub.run_outcome = ("SUCCEEDED", 10**6)
+  kfp_stub.run_outcome = ("SUCCEEDED", 100)  # ends in about 1 s: a missed timeout fails, not hangs
   run_id = _submit(conn, package)["run_id"]
   with pytest.raises(KubeflowError, match=rf"run {run_id} is still RUNNING after 0.2 s"):
     wait(conn, run_id, timeout_s=0.2, echo=lambda line: None, poll_s=0.01)

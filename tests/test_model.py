@@ -51,10 +51,13 @@ def test_phase2_from_a_named_layer():
 
 def test_auto_rule_and_all():
   _, model = tiny()
-  model_lib.unfreeze_top(model, "auto", "mobilenet_v2")
-  assert base_trainable(model)[0] == "block_11_expand"
-  model_lib.unfreeze_top(model, "all", "mobilenet_v2")
+  model_lib.unfreeze_top(model, "auto", "mobilenet_v2")  # MobileNetV2's rule: all of it
   assert base_trainable(model)[0] == "Conv1"
+  model_lib.unfreeze_top(model, "block_11_expand", "mobilenet_v2")
+  assert base_trainable(model)[0] == "block_11_expand"
+  _, vgg = tiny("vgg16")
+  model_lib.unfreeze_top(vgg, "auto", "vgg16")
+  assert base_trainable(vgg)[0] == "block5_conv1"
 
 
 def test_unknown_layer_is_a_clear_error():

@@ -137,8 +137,12 @@ def test_the_rules_of_the_blessing():
   # One class ignored, the rest perfect: the floor catches it; without it, it would pass.
   assert not judge(0.95, recalls(1, 1, 1, 1, 0), None, **rules)["blessed"]
   assert judge(0.95, recalls(1, 1, 1, 1, 0), None, **{**rules, "min_class_recall": 0})["blessed"]
-  # A class with no test photos is not held against the model.
-  assert judge(0.9, recalls(0.9, 0.9, 0.9, 0.9, None), None, **rules)["blessed"]
+  # A class the test split does not show cannot be vouched for, unless the floor is off.
+  unseen = judge(0.9, recalls(0.9, 0.9, 0.9, 0.9, None), None, **rules)
+  assert not unseen["blessed"]
+  assert unseen["checks"][1]["text"] == "no test photos of e: their recall is unknown"
+  assert judge(0.9, recalls(0.9, 0.9, 0.9, 0.9, None), None,
+               **{**rules, "min_class_recall": 0})["blessed"]
 
   # The user's absolute floor, and never worse than the served model.
   assert not judge(0.8, recalls(*[0.8] * 5), None,
@@ -154,8 +158,8 @@ def test_flowers_end_to_end_with_offline_weights(tmp_path):
   """The real 5-class photos, flat and unbalanced, as a new user runs them (small and fast)."""
   config = load_config(None, {
       "data.root": str(SHARED_FLOWERS), "output_dir": str(tmp_path / "out"),
-      "train.weights": str(SHARED_WEIGHTS), "train.alpha": 0.35, "train.image_size": 128,
-      "train.phase1_epochs": 10, "train.phase2_epochs": 1, "train.unfreeze": "20"})
+      "train.weights": str(SHARED_WEIGHTS), "train.alpha": 0.35,
+      "train.phase1_epochs": 10, "train.phase2_epochs": 2, "train.unfreeze": "20"})
   lines = []
   run = run_pipeline(config, echo=lines.append)
   print("\n".join(lines + summarize(config, run)))
@@ -174,4 +178,12 @@ def test_flowers_end_to_end_with_offline_weights(tmp_path):
   assert verdict["blessed"], verdict["checks"]
   served = pathlib.Path(config.serving_dir) / "flowers"
   assert any((p / "saved_model.pb").exists() for p in served.iterdir())
+  # The defaults at work: the photos' own size (128 px thumbnails, not upscaled),
+  # and a phase-2 learning rate on a cosine from 1e-4 towards 0.
+  model_dir = pathlib.Path(run.artifact("Trainer", "model").uri)
+  assert json.loads((model_dir / "training_summary.json").read_text())["config"][
+      "image_size"] == 128
+  rates = [r["learning_rate"] for r in json.loads((model_dir / "history.json").read_text())
+           if r["phase"] == 2]
+  assert rates == pytest.approx([5e-5, 0.0], abs=2e-6)
   shutil.rmtree(tmp_path / "out")

@@ -58,6 +58,24 @@ def _split_dirs(exec_properties: dict[str, Any]) -> list[str]:
           for s in input_config.splits]
 
 
+def _resolve_span(exec_properties: dict[str, Any], examples) -> dict[str, Any]:
+  """`{SPAN}` in the split patterns -> the newest span, as TFX's driver does.
+
+  The local runner runs that driver before the executor; the open-source
+  Kubeflow backend does not, so a package compiled once still finds the span
+  folders that arrived later. Records the span on the Examples artifact.
+  """
+  input_config = example_gen_pb2.Input()
+  proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+  if not any("{SPAN}" in split.pattern for split in input_config.splits):
+    return exec_properties
+  fingerprint, span, _ = example_gen_utils.calculate_splits_fingerprint_span_and_version(
+      exec_properties["input_base"], input_config.splits)  # rewrites the patterns
+  examples.span = span
+  return {**exec_properties, "input_config": proto_utils.proto_to_json(input_config),
+          "span": span, "input_fingerprint": fingerprint}
+
+
 class _ToExample(beam.DoFn):
   """Reads one file; emits (sha256 of its bytes, file, tf.Example), or a rejection."""
 
@@ -246,6 +264,7 @@ class Executor(BaseExampleGenExecutor):
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(output_dict["examples"])
+    exec_properties = _resolve_span(exec_properties, examples)
     report_dir = posixpath.join(examples.uri, REPORT_DIR)
     tf.io.gfile.makedirs(report_dir)
     names = layout.class_names(_split_dirs(exec_properties))

@@ -52,6 +52,7 @@ class Layout:
   has_split_folders: bool
   newest_span: int | None
   class_names: tuple[str, ...]  # of the newest span; label i is class_names[i]
+  split_dirs: tuple[str, ...] = ()  # the newest span's split folders (or its root)
 
   def split_patterns(self) -> dict[str, str]:
     """Input split name -> glob pattern relative to the data root."""
@@ -75,7 +76,15 @@ def detect_layout(data_root: str) -> Layout:
   split_dirs = ([posixpath.join(content_root, s) for s in SPLIT_FOLDERS]
                 if has_split_folders else [content_root])
   names = class_names(split_dirs)  # raises on missing/empty/too few classes
-  return Layout(bool(spans), has_split_folders, newest_span, tuple(names))
+  return Layout(bool(spans), has_split_folders, newest_span, tuple(names), tuple(split_dirs))
+
+
+def sample_files(data_root: str, layout: Layout, count: int) -> list[str]:
+  """Up to `count` photo paths spread evenly over the newest span's listing."""
+  files = [f.path for split_dir in layout.split_dirs
+           for f in list_split(data_root, split_dir, list(layout.class_names))[0]]
+  step = max(1, len(files) // count)
+  return files[::step][:count]
 
 
 def split_dir_of(pattern: str) -> str:

@@ -19,7 +19,9 @@ IMAGES_INPUT = "image_bytes"
 
 
 def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransformOutput,
-                         class_names: list[str], export_dir: str) -> None:
+                         class_names: list[str], export_dir: str,
+                         test_time_flip: bool = False) -> None:
+  """`test_time_flip`: average the predictions for the photo and its mirror image."""
   # Attached to the model so that the SavedModel tracks the Transform graph's assets.
   model.tft_layer = tf_transform_output.transform_features_layer()
   names = tf.constant(class_names)
@@ -28,6 +30,9 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
     raw = {IMAGE_KEY: tf.reshape(image_bytes, [-1, 1])}
     images = model.tft_layer(raw)[TRANSFORMED_IMAGE_KEY]
     probabilities = model(images, training=False)
+    if test_time_flip:
+      probabilities = (probabilities + model(tf.image.flip_left_right(images),
+                                             training=False)) / 2
     if len(class_names) == 2:  # a single sigmoid unit: P(class 1)
       probabilities = tf.concat([1.0 - probabilities, probabilities], axis=1)
     batch = tf.shape(probabilities)[0]

@@ -7,6 +7,7 @@ adapt without being wrecked. Both phases write one history.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -17,7 +18,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from components.image_example_gen.executor import labels_path
+from components.image_example_gen.executor import labels_path, report_path
 from components.trainer import model as model_lib
 from components.trainer.signatures import export_serving_model
 from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
@@ -146,6 +147,13 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir):
   return time.time() - began
 
 
+def _train_count(examples_uri: str, config: dict) -> int:
+  """Training examples per epoch, from the ingestion report."""
+  with tf.io.gfile.GFile(report_path(examples_uri)) as f:
+    count = sum(json.load(f)["examples"]["train"].values())
+  return min(count, config["max_train_examples"] or count)
+
+
 def best_epoch(rows: list[dict], phase: int) -> dict:
   """The phase's epoch whose weights early stopping kept (lowest MONITOR)."""
   return min((r for r in rows if r["phase"] == phase), key=lambda r: r[MONITOR])
@@ -189,8 +197,12 @@ def run_fn(fn_args: FnArgs) -> None:
     layers = model_lib.unfreeze_top(model, config["unfreeze"], config["base_model"])
     print(f"Phase 2: fine-tuning {layers} base layers at learning rate "
           f"{config['phase2_learning_rate']:g}", flush=True)
-    model_lib.compile_for_phase(model, config["phase2_optimizer"],
-                                config["phase2_learning_rate"], num_classes)
+    rate = config["phase2_learning_rate"]
+    if config["phase2_schedule"] == "cosine":  # from the rate down to 0 over the phase
+      rate = keras.optimizers.schedules.CosineDecay(
+          rate, decay_steps=config["phase2_epochs"] * math.ceil(
+              _train_count(examples_uri, config) / config["batch_size"]))
+    model_lib.compile_for_phase(model, config["phase2_optimizer"], rate, num_classes)
     summary["phases"]["2"] = {"trainable_params": count_trainable(model),
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
@@ -211,4 +223,5 @@ def run_fn(fn_args: FnArgs) -> None:
     json.dump(rows, f, indent=1)
   with tf.io.gfile.GFile(os.path.join(model_dir, SUMMARY_FILE), "w") as f:
     json.dump(summary, f, indent=1)
-  export_serving_model(model, tf_transform_output, class_names, fn_args.serving_model_dir)
+  export_serving_model(model, tf_transform_output, class_names, fn_args.serving_model_dir,
+                       test_time_flip=config["test_time_flip"])
