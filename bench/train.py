@@ -50,6 +50,7 @@ def main():
     report = json.loads(pathlib.Path(report_path(run.artifact("ImageExampleGen", "examples").uri))
                         .read_text())
     test_accuracy = read_accuracy(run.artifact("Evaluator", "evaluation").uri, "candidate")
+    verdict = read_verdict(run.artifact("BlessingGate", "blessing").uri)
 
   train_images = sum(report["examples"]["train"].values())
   validation_images = sum(report["examples"]["validation"].values())
@@ -68,10 +69,9 @@ def main():
       phases[phase]["feature_images_per_second"] = round(
           (train_images + validation_images) / info["feature_seconds"], 1)
   kept = summary["exported"]  # the best epoch on validation, across both phases
-  verdict = read_verdict(run.artifact("BlessingGate", "blessing").uri)
   result = {
       "data_root": args.data_root, "weights": args.weights,
-      "base_model": summary["base_model"], "image_size": config.train.image_size,
+      "base_model": summary["base_model"], "image_size": summary["config"]["image_size"],
       "train_examples": train_images,
       "phases": phases,
       "training_seconds": round(sum(p["seconds"] for p in phases.values()), 1),
