@@ -7,64 +7,8 @@ import sys
 import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from pipeline.config import ConfigError, load_config, recorded_config
-
-
-def fail(message: str, code: int = 2):
-  """One line on stderr, no traceback: for mistakes in what the user asked."""
-  click.echo(f"Error: {message}", err=True)
-  sys.exit(code)
-
-
-def _parse_sets(values: tuple[str, ...]) -> dict[str, str]:
-  overrides = {}
-  for item in values:
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-      fail(f"--set expects KEY=VALUE, e.g. --set train.image_size=160; got {item!r}")
-    overrides[key.strip()] = value
-  return overrides
-
-
-def run_options(command):
-  """The options that say what to run on and where: shared by run and experiment."""
-  options = [
-      click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
-      click.option("--data-root", help="Folder of class folders (see README for layouts)."),
-      click.option("--output", "output_dir",
-                   help="Output folder (pipeline root, metadata, serving)."),
-      click.option("--pipeline-name", help="Pipeline name; also the default served model name."),
-      click.option("--weights",
-                   help="imagenet | none | weights file | folder of Keras weight files."),
-      click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-                   help="Any setting, e.g. --set train.image_size=160 (repeatable)."),
-      click.option("--beam-arg", "beam_args", multiple=True,
-                   help="Beam pipeline argument (repeatable)."),
-      click.option("--warn-on-anomalies", is_flag=True,
-                   help="Report data anomalies but keep training."),
-  ]
-
-  @functools.wraps(command)
-  def wrapper(config_path, data_root, output_dir, pipeline_name, weights, sets, beam_args,
-              warn_on_anomalies, **kwargs):
-    overrides = _parse_sets(sets)
-    for key, value in (("data.root", data_root), ("output_dir", output_dir),
-                       ("pipeline_name", pipeline_name), ("train.weights", weights)):
-      if value is not None:
-        overrides[key] = value
-    if beam_args:
-      overrides["beam_args"] = list(beam_args)
-    if warn_on_anomalies:
-      overrides["data.fail_on_anomalies"] = False
-    try:
-      config = load_config(config_path, overrides).validate()
-    except ConfigError as e:
-      fail(str(e))
-    return command(config=config, **kwargs)
-
-  for option in reversed(options):
-    wrapper = option(wrapper)
-  return wrapper
+from pipeline.cli_options import fail, run_options
+from pipeline.config import ConfigError, recorded_config
 
 
 def _interrupted():

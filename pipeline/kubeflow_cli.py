@@ -7,7 +7,7 @@ import tempfile
 import click
 import yaml
 
-from pipeline.cli import fail, run_options
+from pipeline.cli_options import fail, parse_sets, run_options
 from pipeline.config import ConfigError, load_config, with_overrides
 
 
@@ -123,10 +123,9 @@ def submit(source, host, token, namespace, experiment, params, sets, dry_run, im
            pipeline_root, wait, timeout):
   """Run SOURCE (a compiled package, or a config file to compile) once."""
   from pipeline import kubeflow_client
-  from pipeline.cli import _parse_sets
   connection = _connection(host, token, namespace)
   with tempfile.TemporaryDirectory() as workdir:
-    package = _package(source, _parse_sets(sets), image, pipeline_root, workdir)
+    package = _package(source, parse_sets(sets), image, pipeline_root, workdir)
     result = _call(kubeflow_client.submit, connection, package, _pipeline_name(package),
                    experiment, _params(params), dry_run=dry_run, echo=click.echo)
   if dry_run:
@@ -150,11 +149,10 @@ def schedule(source, host, token, namespace, experiment, params, sets, dry_run, 
              pipeline_root, cron, max_concurrency, no_catchup):
   """Run SOURCE (a compiled package, or a config file to compile) on a cron schedule."""
   from pipeline import kubeflow_client
-  from pipeline.cli import _parse_sets
   _call(kubeflow_client.validate_cron, cron)  # before compiling or sending anything
   connection = _connection(host, token, namespace)
   with tempfile.TemporaryDirectory() as workdir:
-    package = _package(source, _parse_sets(sets), image, pipeline_root, workdir)
+    package = _package(source, parse_sets(sets), image, pipeline_root, workdir)
     result = _call(kubeflow_client.schedule, connection, package, _pipeline_name(package),
                    experiment, cron, max_concurrency=max_concurrency, no_catchup=no_catchup,
                    params=_params(params), dry_run=dry_run, echo=click.echo)
