@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import functools
 import sys
+import traceback
 
 import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from pipeline import storage
 from pipeline.cli_options import fail, run_options
 from pipeline.config import ConfigError, recorded_config
 
@@ -164,5 +166,17 @@ from pipeline.predict import predict  # noqa: E402
 main.add_command(kubeflow)
 main.add_command(predict)
 
+
+def entry():
+  """The `finetune` console script: `main`, ended as object storage needs (pipeline/storage.py)."""
+  try:
+    main()  # pylint: disable=no-value-for-parameter
+  except SystemExit as e:
+    storage.exit_process(storage.exit_code(e))
+  except Exception:  # pylint: disable=broad-except
+    traceback.print_exc()
+    storage.exit_process(1)
+
+
 if __name__ == "__main__":
-  main()
+  entry()

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from pipeline import storage
+
 PROJECT_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # Curated schemas, one per dataset, named <pipeline name>.pbtxt.
 SCHEMAS_DIR = PROJECT_ROOT / "schemas"
@@ -103,6 +105,14 @@ class KubeflowConfig:
   trainer_memory: str = "16G"         # Trainer's memory request and limit
   trainer_gpus: int = 0               # accelerators for the Trainer; 0 = CPU only
   gpu_resource: str = "nvidia.com/gpu"  # the accelerators' Kubernetes resource name
+  # s3:// only (MinIO, AWS S3). The keys come from this Kubernetes secret into
+  # every task as AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; the defaults are
+  # a standard Kubeflow install's MinIO. The package names the secret, never its values.
+  s3_secret: str = "mlpipeline-minio-artifact"
+  s3_secret_access_key_id: str = "accesskey"      # the secret's key holding the key id
+  s3_secret_secret_access_key: str = "secretkey"  # the secret's key holding the secret key
+  s3_endpoint: str = "http://minio-service.kubeflow:9000"  # "" for AWS S3 itself
+  s3_region: str = "us-east-1"
 
 
 @dataclasses.dataclass
@@ -178,6 +188,8 @@ class PipelineConfig:
     """
     if not self.data.root:
       raise ConfigError("data.root is not set: pass --data-root or set data.root in the YAML file")
+    if storage.uses_s3(self.data.root):
+      storage.enable_s3()  # the data root's layout is read before any task runs
     if not self.pipeline_name:
       self.pipeline_name = name_for(self.data.root)
     check_pipeline_name(self.pipeline_name)

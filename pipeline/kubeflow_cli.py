@@ -59,7 +59,7 @@ def _package(source: str, config_overrides: dict, image, pipeline_root, workdir:
   """A compiled package: `source` itself, or compiled on the fly from a config file."""
   try:
     with open(source) as f:
-      document = yaml.safe_load(f)
+      document = next(yaml.safe_load_all(f), None)
   except (OSError, yaml.YAMLError) as e:
     fail(f"cannot read {source}: {e}")
   if isinstance(document, dict) and "deploymentSpec" in document:
@@ -74,8 +74,8 @@ def _package(source: str, config_overrides: dict, image, pipeline_root, workdir:
 
 
 def _pipeline_name(package: str) -> str:
-  with open(package) as f:
-    return yaml.safe_load(f)["pipelineInfo"]["name"]
+  from pipeline.kubeflow_runner import read_package
+  return read_package(package)[0]["pipelineInfo"]["name"]
 
 
 def _params(values: tuple[str, ...]) -> dict[str, str]:

@@ -10,6 +10,7 @@ import os
 
 import yaml
 
+from pipeline import storage
 from pipeline.config import ConfigError, PipelineConfig
 from pipeline.pipeline import create_pipeline
 
@@ -30,6 +31,35 @@ def trainer_resources(config: PipelineConfig):
     spec.accelerator.resource_type = config.kubeflow.gpu_resource
     spec.accelerator.resource_count = str(config.kubeflow.trainer_gpus)
   return spec
+
+
+def read_package(path: str) -> tuple[dict, dict | None]:
+  """A package's pipeline spec, and its Kubernetes platform spec if it has one."""
+  with open(path) as f:
+    documents = [d for d in yaml.safe_load_all(f) if d]
+  return documents[0], (documents[1] if len(documents) > 1 else None)
+
+
+def _s3_access(config: PipelineConfig, spec: dict) -> dict | None:
+  """With s3:// paths: every task gets the endpoint and region, and the keys
+  from the Kubernetes secret (KFP's platform spec, as kfp-kubernetes writes
+  it); returns that platform spec."""
+  kf = config.kubeflow
+  if not storage.uses_s3(config.pipeline_root, config.data.root, config.serving_dir):
+    return None
+  env = [{"name": "AWS_REGION", "value": kf.s3_region}]
+  if kf.s3_endpoint:
+    env.append({"name": "AWS_ENDPOINT_URL", "value": kf.s3_endpoint})
+  executors = spec["deploymentSpec"]["executors"]
+  for executor in executors.values():
+    executor["container"]["env"] = executor["container"].get("env", []) + env
+  if not kf.s3_secret:
+    return None  # keys from the pods' own identity (e.g. IAM roles for service accounts)
+  key_to_env = [{"secretKey": kf.s3_secret_access_key_id, "envVar": "AWS_ACCESS_KEY_ID"},
+                {"secretKey": kf.s3_secret_secret_access_key, "envVar": "AWS_SECRET_ACCESS_KEY"}]
+  return {"platforms": {"kubernetes": {"deploymentSpec": {"executors": {
+      name: {"secretAsEnv": [{"secretName": kf.s3_secret, "keyToEnv": key_to_env}]}
+      for name in sorted(executors)}}}}}
 
 
 def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
@@ -60,7 +90,8 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
   # BlessingGate's. They read the world outside the pipeline: never cached.
   for task in READS_OUTSIDE:
     spec["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
+  platform_spec = _s3_access(config, spec)
   with open(output_path, "w") as f:
     f.write(f"# {spec['pipelineInfo']['name']}: compiled by `finetune kubeflow compile`\n")
-    yaml.safe_dump(spec, f, sort_keys=True)
+    yaml.safe_dump_all([spec, platform_spec] if platform_spec else [spec], f, sort_keys=True)
   return spec

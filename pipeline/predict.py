@@ -7,11 +7,14 @@ the model that is served, Transform graph included.
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import posixpath
 
 import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+from pipeline import storage
 from pipeline.config import ConfigError, recorded_config
 
 # Same names as components.trainer.signatures, which imports TensorFlow.
@@ -25,20 +28,20 @@ class ModelNotFoundError(Exception):
   """No SavedModel where one was expected; the message says what to do."""
 
 
-def _versions(base: pathlib.Path) -> dict[int, pathlib.Path]:
+def resolve_model_dir(path: str | os.PathLike, version: int | None = None) -> str:
+  """A SavedModel folder, or a model base folder's highest (or given) version.
+
+  Local paths and bucket URIs (gs://, s3://) alike, as TF Serving reads them.
+  """
   from components.serving import served_versions
-  return {version: pathlib.Path(path) for version, path in served_versions(str(base)).items()}
-
-
-def resolve_model_dir(path: str | pathlib.Path, version: int | None = None) -> pathlib.Path:
-  """A SavedModel folder, or a model base folder's highest (or given) version."""
-  path = pathlib.Path(path)
-  if (path / "saved_model.pb").is_file():
+  import tensorflow as tf
+  path = os.fspath(path).rstrip("/")
+  if tf.io.gfile.exists(posixpath.join(path, "saved_model.pb")):
     if version is not None:
       raise ModelNotFoundError(f"{path} is a SavedModel itself; --version needs the folder "
                                "holding the numeric version folders")
     return path
-  versions = _versions(path) if path.is_dir() else {}
+  versions = served_versions(path)
   if not versions:
     raise ModelNotFoundError(f"no model versions in {path} (numeric folders holding "
                              "saved_model.pb); run `finetune run` first to train and push one")
@@ -50,10 +53,10 @@ def resolve_model_dir(path: str | pathlib.Path, version: int | None = None) -> p
   return versions[version]
 
 
-def load_serving_model(path: str | pathlib.Path, version: int | None = None):
+def load_serving_model(path: str | os.PathLike, version: int | None = None):
   """The `predict_images` signature of the SavedModel at `path` (see resolve_model_dir)."""
   import tensorflow as tf
-  loaded = tf.saved_model.load(str(resolve_model_dir(path, version)))
+  loaded = tf.saved_model.load(resolve_model_dir(path, version))
   signature = loaded.signatures[IMAGES_SIGNATURE]
   # The signature does not own the model's variables: keep the model alive with it.
   signature.loaded_model = loaded
@@ -137,9 +140,10 @@ def predict(images, model_dir, version, as_json, config_path, output_dir, pipeli
       config = recorded_config(config_path, output_dir, pipeline_name)
     except ConfigError as e:
       raise click.ClickException(str(e))
-    model_dir = str(pathlib.Path(config.serving_dir) / config.model_name)
+    model_dir = posixpath.join(config.serving_dir, config.model_name)
+  if storage.uses_s3(model_dir):
+    storage.enable_s3()
   try:
-    resolve_model_dir(model_dir, version)  # fail fast, before TensorFlow loads
     signature = load_serving_model(model_dir, version)
   except ModelNotFoundError as e:
     raise click.ClickException(str(e))

@@ -24,11 +24,13 @@ What it does not: no container or image (the executor runs in this
 interpreter, cwd = the repository root, as /opt/finetune is in the image), no
 MLMD, no caching (every task runs), no lifecycle hooks (the `preCacheCheck`
 driver is skipped, as the open-source backend skips it), no resource
-requests, no artifact download/upload (paths are local folders, and output
-artifact folders are created up front, since an object store needs none).
-Deviations: `outputs.output_file` is `<pipeline_root>/<run_id>/<task>/
+requests, no artifact download/upload (executors read and write the pipeline
+root themselves: a local folder, where output artifact folders are created up
+front, or an `s3://` bucket, given `env` to reach it).
+Deviations: `outputs.output_file` is `<work_dir>/<run_id>/<task>/
 executor_output.json` (KFP: /tmp/kfp_outputs/output_metadata.json in the
-pod), and the task's log goes next to it as executor.log. Input artifacts
+pod; `work_dir` defaults to the pipeline root when that is a local folder),
+and the task's log goes next to it as executor.log. Input artifacts
 come with an empty type, as the open-source driver sends them
 (metadata.Client.GetOutputArtifactsByExecutionId: "TODO(Bobgy): figure out
 how to get schema"); `typed_inputs=True` gives them the consumer's declared type.
@@ -63,8 +65,39 @@ class TaskFailed(RuntimeError):
 
 
 def load_package(package_path: str) -> dict:
+  """The pipeline spec: the package's first YAML document."""
+  return _documents(package_path)[0]
+
+
+def load_platform_spec(package_path: str) -> dict:
+  """The Kubernetes platform spec (the second document), or {} without one."""
+  documents = _documents(package_path)
+  return documents[1] if len(documents) > 1 else {}
+
+
+def _documents(package_path: str) -> list[dict]:
   with open(package_path) as f:
-    return yaml.safe_load(f)
+    return [d for d in yaml.safe_load_all(f) if d]
+
+
+def secret_env(platform_spec: dict, executor: str, secrets: dict[str, dict[str, str]],
+               task_name: str) -> dict[str, str]:
+  """The variables kfp-kubernetes' `secretAsEnv` puts in the executor's pod.
+
+  `secrets` plays the namespace's Kubernetes secrets: {name: {key: value}}; a
+  missing secret or key fails the task, as the pod would not start.
+  """
+  config = (platform_spec.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
+            .get("executors", {}).get(executor, {}))
+  env = {}
+  for entry in config.get("secretAsEnv", []):
+    secret = secrets.get(entry["secretName"])
+    for mapping in entry["keyToEnv"]:
+      if secret is None or mapping["secretKey"] not in secret:
+        raise TaskFailed(task_name, f"secret {entry['secretName']!r} has no key "
+                                    f"{mapping['secretKey']!r}: the pod cannot start")
+      env[mapping["envVar"]] = secret[mapping["secretKey"]]
+  return env
 
 
 def dag_order(spec: dict) -> list[str]:
@@ -136,7 +169,8 @@ def cache_key(executor_input: dict, container: dict) -> str:
 
 
 def executor_input(spec: dict, task_name: str, pipeline_root: str, run_id: str,
-                   upstream: dict[str, dict], typed_inputs: bool = False) -> dict:
+                   upstream: dict[str, dict], typed_inputs: bool = False,
+                   work_dir: str | None = None) -> dict:
   """The ExecutorInput (as JSON) KFP's driver builds for `task_name`.
 
   `upstream` maps producer task names to their records (see run_task).
@@ -162,17 +196,24 @@ def executor_input(spec: dict, task_name: str, pipeline_root: str, run_id: str,
       key: {"artifacts": [{"uri": f"{task_root}/{key}", "type": output["artifactType"],
                            "metadata": copy.deepcopy(output.get("metadata", {}))}]}
       for key, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
+  output_file = f"{(work_dir or pipeline_root).rstrip('/')}/{run_id}/{task_name}/executor_output.json"
   return {"inputs": {"parameterValues": parameters, "artifacts": artifacts},
-          "outputs": {"artifacts": outputs, "outputFile": f"{task_root}/executor_output.json"}}
+          "outputs": {"artifacts": outputs, "outputFile": output_file}}
 
 
 def _tail(text: str) -> str:
   return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
+def _is_local(uri: str) -> bool:
+  return "://" not in uri
+
+
 def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
              upstream: dict[str, dict], env: dict | None = None, typed_inputs: bool = False,
-             timeout_s: float = TASK_TIMEOUT_S) -> dict:
+             timeout_s: float = TASK_TIMEOUT_S, work_dir: str | None = None,
+             platform_spec: dict | None = None,
+             secrets: dict[str, dict[str, str]] | None = None) -> dict:
   """Runs one task's executor; returns its record, raises TaskFailed if it fails.
 
   The record: returncode, seconds, outputs {key: {name, uri, metadata}} (metadata
@@ -183,12 +224,17 @@ def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
   task = spec["root"]["dag"]["tasks"][task_name]
   component = spec["components"][task["componentRef"]["name"]]
   container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
-  invocation = executor_input(spec, task_name, pipeline_root, run_id, upstream, typed_inputs)
+  if work_dir is None and not _is_local(pipeline_root):
+    raise ValueError(f"pipeline root {pipeline_root} is not a local folder: give a work_dir")
+  invocation = executor_input(spec, task_name, pipeline_root, run_id, upstream, typed_inputs,
+                              work_dir)
   output_file = pathlib.Path(invocation["outputs"]["outputFile"])
   if output_file.parent.exists():
     raise TaskFailed(task_name, f"{output_file.parent} exists: use a new run id")
+  output_file.parent.mkdir(parents=True)
   for artifacts in invocation["outputs"]["artifacts"].values():
-    os.makedirs(artifacts["artifacts"][0]["uri"], exist_ok=True)
+    if _is_local(artifacts["artifacts"][0]["uri"]):
+      os.makedirs(artifacts["artifacts"][0]["uri"], exist_ok=True)
 
   argv = [a.replace("{{$}}", json.dumps(invocation))
           for a in container.get("command", []) + container.get("args", [])]
@@ -199,6 +245,8 @@ def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
     raise TaskFailed(task_name, f"placeholders this harness does not fill: {leftover}")
   process_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_USE_LEGACY_KERAS": "1",
                  **{e["name"]: e.get("value", "") for e in container.get("env", [])},
+                 **secret_env(platform_spec or {}, component["executorLabel"], secrets or {},
+                              task_name),
                  **(env or {})}
   log = output_file.parent / "executor.log"
   start = time.monotonic()
@@ -236,17 +284,19 @@ def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
 
 
 def run_package(package_path: str, pipeline_root: str, run_id: str, env: dict | None = None,
-                typed_inputs: bool = False, timeout_s: float = TASK_TIMEOUT_S
-                ) -> dict[str, dict]:
+                typed_inputs: bool = False, timeout_s: float = TASK_TIMEOUT_S,
+                work_dir: str | None = None,
+                secrets: dict[str, dict[str, str]] | None = None) -> dict[str, dict]:
   """Runs every task of the package in DAG order; returns {task name: record}.
 
   `pipeline_root` plays the run's pipeline root (the package's
   `defaultPipelineRoot` unless a run overrides it). Raises TaskFailed, naming
   the task and ending with its output, at the first task that fails.
   """
-  spec = load_package(package_path)
+  spec, platform_spec = load_package(package_path), load_platform_spec(package_path)
   records: dict[str, dict] = {}
   for name in dag_order(spec):
     records[name] = run_task(spec, name, pipeline_root, run_id, records, env=env,
-                             typed_inputs=typed_inputs, timeout_s=timeout_s)
+                             typed_inputs=typed_inputs, timeout_s=timeout_s, work_dir=work_dir,
+                             platform_spec=platform_spec, secrets=secrets)
   return records

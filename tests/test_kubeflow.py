@@ -9,10 +9,10 @@ from click.testing import CliRunner
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
 import pytest
-import yaml
 
 from pipeline.cli import main
 from pipeline.config import PROJECT_ROOT, load_config
+from pipeline.kubeflow_runner import read_package
 from pipeline.pipeline import create_pipeline
 from conftest import CATS_VS_DOGS_SCHEMA, make_dataset, tiny_overrides
 
@@ -38,7 +38,7 @@ def compiled(tmp_path_factory):
 
 def _spec(package) -> pipeline_spec_pb2.PipelineSpec:
   # Strict: an unknown or misspelt field fails the parse.
-  return json_format.ParseDict(yaml.safe_load(package.read_text()),
+  return json_format.ParseDict(read_package(str(package))[0],
                                pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=False)
 
 
@@ -85,7 +85,7 @@ def test_settings_reach_the_tasks(compiled):
   assert "--direct_num_workers=2" in text and "--direct_running_mode=in_memory" in text
   assert "s3://mlpipeline/finetune/cats-vs-dogs/pipeline_root" in text
   assert "s3://mlpipeline/finetune/cats-vs-dogs/serving/cats-vs-dogs" in text
-  spec = yaml.safe_load(text)
+  spec = read_package(str(package))[0]
   schema_param = (spec["root"]["dag"]["tasks"]["SchemaImporter"]["inputs"]["parameters"]
                   ["schema_text"]["runtimeValue"]["constant"])
   assert schema_param == CATS_VS_DOGS_SCHEMA.read_text()
@@ -105,6 +105,35 @@ def test_compile_errors_are_one_line(tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
+def test_s3_keys_come_from_a_kubernetes_secret_by_name(compiled):
+  """s3:// pipeline root: every task gets the endpoint, and the keys by the secret's name."""
+  _, package, _ = compiled
+  spec, platform = read_package(str(package))
+  parsed = json_format.ParseDict(platform, pipeline_spec_pb2.PlatformSpec(),
+                                 ignore_unknown_fields=False)
+  executors = parsed.platforms["kubernetes"].deployment_spec.executors
+  assert set(executors) == set(spec["deploymentSpec"]["executors"])
+  for name, config in executors.items():
+    assert json_format.MessageToDict(config)["secretAsEnv"] == [{
+        "secretName": "mlpipeline-minio-artifact",
+        "keyToEnv": [{"secretKey": "accesskey", "envVar": "AWS_ACCESS_KEY_ID"},
+                     {"secretKey": "secretkey", "envVar": "AWS_SECRET_ACCESS_KEY"}]}]
+    env = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][name]["container"]["env"]}
+    assert env == {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000", "AWS_REGION": "us-east-1"}
+
+
+def test_a_package_without_object_storage_has_no_platform_spec(tmp_path):
+  data = make_dataset(tmp_path / "cats_vs_dogs", {"all": 2}, splits=False)
+  package = tmp_path / "pipeline.yaml"
+  result = CliRunner().invoke(main, ["kubeflow", "compile", "--image", IMAGE, "--data-root",
+                                     str(data), "--weights", "none", "--output", str(package),
+                                     "--pipeline-root", "gs://bucket/finetune"])
+  assert result.exit_code == 0, result.output
+  spec, platform = read_package(str(package))
+  assert platform is None
+  assert all("env" not in e["container"] for e in spec["deploymentSpec"]["executors"].values())
+
+
 def test_no_secret_reaches_the_package(tmp_path, monkeypatch):
   secret = "s3cr3t-planted-key-9f8e7d"
   monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
@@ -112,7 +141,8 @@ def test_no_secret_reaches_the_package(tmp_path, monkeypatch):
   data = make_dataset(tmp_path / "cats_vs_dogs", {"all": 2}, splits=False)
   package = tmp_path / "pipeline.yaml"
   result = CliRunner().invoke(main, ["kubeflow", "compile", "--image", IMAGE, "--data-root",
-                                     str(data), "--weights", "none", "--output", str(package)])
+                                     str(data), "--weights", "none", "--output", str(package),
+                                     "--pipeline-root", "s3://mlpipeline/finetune"])
   assert result.exit_code == 0, result.output
   assert secret not in package.read_text() and secret not in result.output
 
@@ -133,7 +163,7 @@ def test_dockerfile_installs_the_lock_and_copies_every_executor_package(compiled
   assert "pip install --ignore-requires-python --no-deps -r requirements.lock" in dockerfile
   assert re.search(r"^USER (?!root|0\b)\S+", dockerfile, re.M)  # not root
   copied = set(re.findall(r"^COPY (\w+)/", dockerfile, re.M))
-  spec = yaml.safe_load(package.read_text())
+  spec = read_package(str(package))[0]
   class_paths = {e["container"]["args"][1] for e in spec["deploymentSpec"]["executors"].values()}
   locked = {line.split("==")[0].lower().replace("-", "_")
             for line in (PROJECT_ROOT / "requirements.lock").read_text().splitlines()

@@ -136,9 +136,9 @@ def test_version_selection(tmp_path):
   for name in ("1", "10", "2", "tmp-3"):
     (tmp_path / name).mkdir()
     (tmp_path / name / "saved_model.pb").write_bytes(b"")
-  assert resolve_model_dir(tmp_path) == tmp_path / "10"  # numeric order, not text
-  assert resolve_model_dir(tmp_path, 2) == tmp_path / "2"
-  assert resolve_model_dir(tmp_path / "1") == tmp_path / "1"
+  assert resolve_model_dir(tmp_path) == str(tmp_path / "10")  # numeric order, not text
+  assert resolve_model_dir(tmp_path, 2) == str(tmp_path / "2")
+  assert resolve_model_dir(tmp_path / "1") == str(tmp_path / "1")
   with pytest.raises(ModelNotFoundError, match="available: 1, 2, 10"):
     resolve_model_dir(tmp_path, 3)
   with pytest.raises(ModelNotFoundError, match="--version"):
