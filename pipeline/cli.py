@@ -9,13 +9,14 @@ import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from pipeline import storage
-from pipeline.cli_options import fail, run_options
+from pipeline.cli_options import VERBOSE, fail, run_options
+from pipeline.console import log_path_for, quiet
 from pipeline.config import ConfigError, recorded_config
 
 
-def _interrupted():
-  click.echo("\nInterrupted. Finished steps are recorded in ML Metadata: run the same "
-             "command again to resume from them.", err=True)
+def _interrupted(echo):
+  echo("\nInterrupted. Finished steps are recorded in ML Metadata: run the same "
+       "command again to resume from them.", err=True)
   sys.exit(130)
 
 
@@ -27,40 +28,44 @@ def main():
 @main.command()
 @run_options
 @click.option("--no-report", is_flag=True, help="Skip writing the HTML run report.")
-def run(config, no_report):
+def run(config, no_report, console):
   """Run the pipeline locally (ingest, validate, transform, train, evaluate, push)."""
+  echo = console.echo
   from components.data_gate import DataAnomaliesError
-  from components.image_example_gen import DataLayoutError
+  from components.image_example_gen import DataLayoutError, detect_layout
   from pipeline import runs
   from pipeline.local_runner import run_pipeline, summarize
   from pipeline.report import write_report
   from pipeline.schema import SchemaError
   try:
-    result = run_pipeline(config, echo=click.echo)
+    detect_layout(config.data.root)  # a data problem stops the run before anything is written
+    console.set_log(log_path_for(config.run_dir, "run"))
+    result = run_pipeline(config, echo=echo)
   except (DataLayoutError, SchemaError) as e:
-    click.echo(f"Run stopped: {e}", err=True)
+    echo(f"Run stopped: {e}", err=True)
     sys.exit(2)
   except DataAnomaliesError as e:
-    click.echo(f"Run stopped: {e}", err=True)
+    echo(f"Run stopped: {e}", err=True)
     if not no_report:  # the report shows the data summary and the anomalies
       path = write_report(config, runs.load_run(runs.open_store(config.metadata_path)))
-      click.echo(f"Report: {path}", err=True)
+      echo(f"Report: {path}", err=True)
     sys.exit(2)
   except KeyboardInterrupt:
-    _interrupted()
-  click.echo("\n".join(summarize(config, result)))
+    _interrupted(echo)
+  echo("\n".join(summarize(config, result)))
   if not no_report:
-    click.echo("Writing the run report ...")
-    click.echo(f"Report: {write_report(config, result)}")
+    echo("Writing the run report ...")
+    echo(f"Report: {write_report(config, result)}")
+  if console.log_path:
+    echo(f"Log: {console.log_path}")
 
 
 def recorded_run_options(command):
   """Options that find one recorded run, as `finetune run` left it; passes (config, run)."""
 
   @functools.wraps(command)
-  def wrapper(run_id, config_path, output_dir, pipeline_name, **kwargs):
+  def wrapper(run_id, config_path, output_dir, pipeline_name, verbose, **kwargs):
     import os
-    from pipeline import runs
     try:
       config = recorded_config(config_path, output_dir, pipeline_name)
     except ConfigError as e:
@@ -68,11 +73,14 @@ def recorded_run_options(command):
     if not os.path.exists(config.metadata_path):
       raise click.ClickException(f"no pipeline metadata at {config.metadata_path}; "
                                  "run `finetune run` first, or pass --outputs/--pipeline-name")
-    try:
-      run = runs.load_run(runs.open_store(config.metadata_path), run_id)
-    except LookupError as e:
-      raise click.ClickException(str(e))
-    return command(config=config, run=run, **kwargs)
+    with quiet(verbose) as console:
+      console.set_log(log_path_for(config.run_dir, command.__name__))
+      from pipeline import runs
+      try:
+        run = runs.load_run(runs.open_store(config.metadata_path), run_id)
+      except LookupError as e:
+        fail(str(e), 1)
+      return command(config=config, run=run, echo=console.echo, **kwargs)
 
   options = [
       click.option("--run", "run_id", default="latest", show_default=True,
@@ -82,6 +90,7 @@ def recorded_run_options(command):
                    help="The output folder `finetune run` used (default: outputs)."),
       click.option("--pipeline-name",
                    help="Pipeline name of the run (default: the only one under the outputs)."),
+      VERBOSE,
   ]
   for option in reversed(options):
     wrapper = option(wrapper)
@@ -93,11 +102,11 @@ def recorded_run_options(command):
 @click.option("--output", "report_dir", type=click.Path(),
               help="Folder for index.html and its pictures. "
                    "Default: <output>/<pipeline>/reports/<run id>/.")
-def report(config, run, report_dir):
+def report(config, run, report_dir, echo):
   """Write the HTML report of a finished run: curves, confusion matrix, mistakes, data."""
   from pipeline.report import write_report
-  click.echo(f"Writing the report of run {run.run_id} ...")
-  click.echo(f"Report: {write_report(config, run, report_dir)}")
+  echo(f"Writing the report of run {run.run_id} ...")
+  echo(f"Report: {write_report(config, run, report_dir)}")
 
 
 @main.command()
@@ -105,15 +114,15 @@ def report(config, run, report_dir):
 @click.option("--output", "schema_output", type=click.Path(),
               help="Where the inferred schema goes. "
                    "Default: <output>/<pipeline>/schema/inferred.pbtxt.")
-def schema(config, run, schema_output):
+def schema(config, run, schema_output, echo):
   """Infer a schema from a trusted run's statistics and diff it against the one it used."""
   from pipeline.schema import propose_schema
   try:
     path, diff = propose_schema(config, run, schema_output)
   except LookupError as e:
     raise click.ClickException(str(e))
-  click.echo(diff or "The inferred schema is identical to the one the run used.")
-  click.echo(f"Inferred schema: {path}\nReview the diff; carry the changes you want into "
+  echo(diff or "The inferred schema is identical to the one the run used.")
+  echo(f"Inferred schema: {path}\nReview the diff; carry the changes you want into "
              f"the dataset's schema ({config.schema_file}).")
 
 
@@ -122,17 +131,21 @@ def experiment():
   """Train one variant per value and compare them on the test split."""
 
 
-def _experiment(config, kind, values, comparison_dir):
-  from pipeline.experiment import run_experiment, to_markdown, KINDS
+def _experiment(config, kind, values, comparison_dir, console):
   values = [v.strip() for v in values.split(",") if v.strip()]
   if not values:
     fail("give at least one value")
+  console.set_log(log_path_for(config.run_dir, f"experiment-{kind}"))
+  from pipeline.experiment import run_experiment, to_markdown, KINDS
   try:
-    rows, out = run_experiment(config, kind, values, echo=click.echo, output_dir=comparison_dir)
+    rows, out = run_experiment(config, kind, values, echo=console.echo,
+                               output_dir=comparison_dir)
   except KeyboardInterrupt:
-    _interrupted()
-  click.echo("\n" + to_markdown(rows, KINDS[kind]))
-  click.echo(f"Comparison: {out}/comparison.csv, comparison.md, comparison.png")
+    _interrupted(console.echo)
+  console.echo("\n" + to_markdown(rows, KINDS[kind]))
+  console.echo(f"Comparison: {out}/comparison.csv, comparison.md, comparison.png")
+  if console.log_path:
+    console.echo(f"Log: {console.log_path}")
   if all(row["status"] != "ok" for row in rows):
     sys.exit(1)
 
@@ -141,13 +154,13 @@ def _experiment(config, kind, values, comparison_dir):
 @click.option("--bases", required=True, help="Comma-separated, e.g. mobilenet_v2,vgg16,resnet50.")
 @click.option("--comparison-dir", type=click.Path(), help="Where the table and plot go.")
 @run_options
-def bases(config, bases, comparison_dir):
+def bases(config, bases, comparison_dir, console):
   """Compare base models (same data, same settings otherwise)."""
   from components.trainer.model import BASES
   unknown = [b for b in bases.split(",") if b.strip() and b.strip() not in BASES]
   if unknown:
     fail(f"unknown base(s) {', '.join(unknown)}; choose from {', '.join(BASES)}")
-  _experiment(config, "bases", bases, comparison_dir)
+  _experiment(config, "bases", bases, comparison_dir, console)
 
 
 @experiment.command()
@@ -155,9 +168,9 @@ def bases(config, bases, comparison_dir):
               help="Comma-separated unfreeze rules: N (last N layers), a layer name, all, 0.")
 @click.option("--comparison-dir", type=click.Path(), help="Where the table and plot go.")
 @run_options
-def unfreeze(config, values, comparison_dir):
+def unfreeze(config, values, comparison_dir, console):
   """Compare how much of the base phase 2 unfreezes."""
-  _experiment(config, "unfreeze", values, comparison_dir)
+  _experiment(config, "unfreeze", values, comparison_dir, console)
 
 
 from pipeline.kubeflow_cli import kubeflow  # noqa: E402

@@ -7,11 +7,12 @@ import sys
 import click
 
 from pipeline.config import ConfigError, load_config
+from pipeline.console import quiet, terminal_err
 
 
 def fail(message: str, code: int = 2):
   """One line on stderr, no traceback: for mistakes in what the user asked."""
-  click.echo(f"Error: {message}", err=True)
+  click.echo(f"Error: {message}", file=terminal_err())
   sys.exit(code)
 
 
@@ -23,6 +24,10 @@ def parse_sets(values: tuple[str, ...]) -> dict[str, str]:
       fail(f"--set expects KEY=VALUE, e.g. --set train.image_size=160; got {item!r}")
     overrides[key.strip()] = value
   return overrides
+
+
+VERBOSE = click.option("--verbose", is_flag=True,
+                       help="Show every library's output here, not only in the log file.")
 
 
 def run_options(command):
@@ -41,11 +46,12 @@ def run_options(command):
                    help="Beam pipeline argument (repeatable)."),
       click.option("--warn-on-anomalies", is_flag=True,
                    help="Report data anomalies but keep training."),
+      VERBOSE,
   ]
 
   @functools.wraps(command)
   def wrapper(config_path, data_root, output_dir, pipeline_name, weights, sets, beam_args,
-              warn_on_anomalies, **kwargs):
+              warn_on_anomalies, verbose, **kwargs):
     overrides = parse_sets(sets)
     for key, value in (("data.root", data_root), ("output_dir", output_dir),
                        ("pipeline_name", pipeline_name), ("train.weights", weights)):
@@ -55,11 +61,14 @@ def run_options(command):
       overrides["beam_args"] = list(beam_args)
     if warn_on_anomalies:
       overrides["data.fail_on_anomalies"] = False
-    try:
-      config = load_config(config_path, overrides).validate()
-    except ConfigError as e:
-      fail(str(e))
-    return command(config=config, **kwargs)
+    # Checking the settings loads TensorFlow: its notices are captured too,
+    # and land in the log the command picks (console.set_log).
+    with quiet(verbose) as console:
+      try:
+        config = load_config(config_path, overrides).validate()
+      except ConfigError as e:
+        fail(str(e))
+      return command(config=config, console=console, **kwargs)
 
   for option in reversed(options):
     wrapper = option(wrapper)

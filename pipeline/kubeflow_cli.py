@@ -42,11 +42,11 @@ def _compile_options(command):
 @_compile_options
 @click.option("--output", "package", default="pipeline.yaml", show_default=True,
               help="The package to write (.yaml).")
-def compile_command(config, image, pipeline_root, package):
+def compile_command(config, image, pipeline_root, package, console):
   """Compile the pipeline into a KFP v2 package (every `run` option applies)."""
   spec = _compile(config, image, pipeline_root, package)
   tasks = spec["root"]["dag"]["tasks"]
-  click.echo(f"Compiled {spec['pipelineInfo']['name']}: {len(tasks)} tasks, schema "
+  console.echo(f"Compiled {spec['pipelineInfo']['name']}: {len(tasks)} tasks, schema "
              f"{spec['schemaVersion']} -> {package}")
 
 

@@ -18,6 +18,7 @@ import tensorflow_transform as tft
 import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
+from components import progress
 from components.image_example_gen.executor import labels_path, report_path
 from components.trainer import model as model_lib
 from components.trainer.signatures import export_serving_model
@@ -99,6 +100,29 @@ class EpochRecorder(keras.callbacks.Callback):
     })
 
 
+class EpochProgress(keras.callbacks.Callback):
+  """Each epoch's batches as live progress, and its metrics as one line (components.progress)."""
+
+  def __init__(self, phase: int, epochs: int, steps: int | None):
+    super().__init__()
+    self.phase, self.epochs, self.steps = phase, epochs, steps
+    self._done = 0
+
+  def on_epoch_begin(self, epoch, logs=None):
+    self._began = time.time()
+    self._task = f"Training phase {self.phase} epoch {self._done + 1}/{self.epochs}"
+    progress.start(self._task, self.steps)
+
+  def on_train_batch_end(self, batch, logs=None):
+    progress.advance(self._task)
+
+  def on_epoch_end(self, epoch, logs=None):
+    self._done += 1
+    metrics = "  ".join(f"{k} {float(v):.4f}" for k, v in (logs or {}).items()
+                        if k in ("loss", "accuracy", "val_loss", "val_accuracy"))
+    progress.finish(self._task, f"{self._task}: {metrics}  ({time.time() - self._began:.0f}s)")
+
+
 def count_trainable(model: keras.Model) -> int:
   return int(sum(tf.size(w).numpy() for w in model.trainable_weights))
 
@@ -133,10 +157,11 @@ def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.d
   return train, val.with_options(_fixed_parallelism())
 
 
-def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir):
+def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps):
   start = len(rows)
   callbacks = [
       EpochRecorder(rows, phase),
+      EpochProgress(phase, epochs, steps),
       keras.callbacks.EarlyStopping(monitor=MONITOR, restore_best_weights=True,
                                     patience=config["early_stopping_patience"]),
       keras.callbacks.TensorBoard(log_dir=log_dir),
@@ -188,8 +213,9 @@ def run_fn(fn_args: FnArgs) -> None:
     phase1_model, phase1_train, phase1_val = model, train_ds, val_ds
   model_lib.compile_for_phase(phase1_model, config["phase1_optimizer"],
                               config["phase1_learning_rate"], num_classes)
+  steps = math.ceil(_train_count(examples_uri, config) / config["batch_size"])
   _fit_phase(phase1_model, 1, config["phase1_epochs"], phase1_train, phase1_val, rows, config,
-             os.path.join(fn_args.model_run_dir, "phase1"))
+             os.path.join(fn_args.model_run_dir, "phase1"), steps)
   summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
 
   exported = best_epoch(rows, 1)
@@ -199,16 +225,14 @@ def run_fn(fn_args: FnArgs) -> None:
           f"{config['phase2_learning_rate']:g}", flush=True)
     rate = config["phase2_learning_rate"]
     if config["phase2_schedule"] == "cosine":  # from the rate down to 0 over the phase
-      rate = keras.optimizers.schedules.CosineDecay(
-          rate, decay_steps=config["phase2_epochs"] * math.ceil(
-              _train_count(examples_uri, config) / config["batch_size"]))
+      rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config["phase2_epochs"] * steps)
     model_lib.compile_for_phase(model, config["phase2_optimizer"], rate, num_classes)
     summary["phases"]["2"] = {"trainable_params": count_trainable(model),
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
     phase1_weights = model.get_weights()
     seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
-                         os.path.join(fn_args.model_run_dir, "phase2"))
+                         os.path.join(fn_args.model_run_dir, "phase2"), steps)
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
     if best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
       exported = best_epoch(rows, 2)

@@ -1,0 +1,173 @@
+"""The terminal shows this project's lines and live progress; the rest goes to a log file.
+
+TensorFlow's C++ logging, absl, Beam and Python warnings write to the
+process's stdout and stderr file descriptors, from any thread or child
+process. While a command runs, both descriptors point at the log file, and
+this project's lines go to the terminal through copies of the originals.
+`--verbose` leaves the descriptors alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+import tempfile
+import time
+import traceback
+
+import click
+
+from components import progress
+
+class Console:
+  """Where `echo` goes during a command, with live progress bars on a terminal."""
+
+  def __init__(self, out, err, capturing: bool = True):
+    self.out, self.err, self.capturing = out, err, capturing
+    self.log_path, self.log_is_temporary = None, False
+    self._bars = None
+    self._tasks: dict[str, int] = {}
+    if out.isatty():
+      from rich.console import Console as RichConsole
+      from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                 TimeElapsedColumn, TimeRemainingColumn)
+      self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                            console=RichConsole(file=out), transient=True)
+
+  def echo(self, line: str = "", err: bool = False) -> None:
+    if self._bars is not None and not err:
+      self._bars.console.print(line, markup=False, highlight=False)
+    else:
+      click.echo(line, file=self.err if err else self.out)
+
+  # components.progress listener
+  def start(self, task: str, total: int | None) -> None:
+    if self._bars is not None:
+      if not self._tasks:
+        self._bars.start()
+      self._tasks[task] = self._bars.add_task(task, total=total)
+
+  def advance(self, task: str, steps: int = 1) -> None:
+    if self._bars is not None and task in self._tasks:
+      self._bars.advance(self._tasks[task], steps)
+
+  def finish(self, task: str, line: str) -> None:
+    if self._bars is not None and task in self._tasks:
+      self._bars.remove_task(self._tasks.pop(task))
+      if not self._tasks:
+        self._bars.stop()
+    self.echo(line)
+
+  def set_log(self, path: str | None) -> None:
+    """Sends the captured output to `path` from now on, with what came before;
+    None: a temporary file. Only local paths: a bucket URI keeps the temporary file."""
+    if not self.capturing or (path and "://" in path):
+      return
+    previous = getattr(self, "log", None)
+    if path is None:
+      self.log = tempfile.NamedTemporaryFile(  # pylint: disable=consider-using-with
+          "a+", prefix="finetune-", suffix=".log", delete=False)
+      self.log_path, self.log_is_temporary = self.log.name, True
+    else:
+      os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+      self.log = open(path, "a", buffering=1)  # pylint: disable=consider-using-with
+      self.log_path, self.log_is_temporary = path, False
+    if previous is None:
+      self.log.write(f"--- finetune {' '.join(sys.argv[1:])} at "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    else:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      previous.flush()
+      with open(previous.name) as f:
+        self.log.write(f.read())
+      previous.close()
+      os.unlink(previous.name)
+    self.log.flush()
+    for fd in (1, 2):
+      os.dup2(self.log.fileno(), fd)
+
+  def close(self) -> None:
+    if self._bars is not None and self._tasks:
+      self._bars.stop()
+
+
+def _fd(stream) -> int | None:
+  try:
+    return stream.fileno()
+  except (AttributeError, OSError, io.UnsupportedOperation):
+    return None
+
+
+_active: Console | None = None
+
+
+def terminal_err():
+  """Where a one-line error goes now: the terminal, even while output is captured."""
+  return _active.err if _active else sys.stderr
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool = False):
+  """Runs the block with other libraries' output in a log file; yields the Console.
+
+  The log starts as a temporary file; `console.set_log(path)` moves it to
+  the run's folder once that is known. An unexpected exception escaping the
+  block leaves its traceback in the log and one line on the terminal, and
+  exits with status 1.
+  """
+  global _active
+  if verbose:  # everything on the terminal, as the libraries write it
+    console = _active = Console(sys.stdout, sys.stderr, capturing=False)
+    progress.set_listener(console)
+    try:
+      yield console
+    finally:
+      _active = None
+      progress.set_listener(None)
+      console.close()
+    return
+  sys.stdout.flush()
+  sys.stderr.flush()
+  saved = {fd: os.dup(fd) for fd in (1, 2)}
+  # Our own lines: through copies of the terminal's descriptors, or (when the
+  # streams have none, e.g. under click's test runner) the stream objects.
+  out = (os.fdopen(os.dup(saved[1]), "w", buffering=1) if _fd(sys.stdout) == 1 else sys.stdout)
+  err = (os.fdopen(os.dup(saved[2]), "w", buffering=1) if _fd(sys.stderr) == 2 else sys.stderr)
+  console = _active = Console(out, err)
+  console.set_log(None)
+  progress.set_listener(console)
+  failed = False
+  try:
+    yield console
+  except click.ClickException:
+    raise  # click shows it, once the terminal is back
+  except Exception as e:  # pylint: disable=broad-except
+    failed = True
+    console.log.write(traceback.format_exc())
+    first_line = (str(e).strip().splitlines() or [""])[0]
+    console.echo(f"Failed: {type(e).__name__}: {first_line}\n"
+                 f"The full traceback is in {console.log_path}", err=True)
+    raise SystemExit(1) from None
+  finally:
+    _active = None
+    progress.set_listener(None)
+    console.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for fd, copy in saved.items():
+      os.dup2(copy, fd)
+      os.close(copy)
+    for stream in (out, err):
+      if stream not in (sys.stdout, sys.stderr):
+        stream.close()
+    console.log.close()
+    if console.log_is_temporary and not failed:
+      os.unlink(console.log_path)
+
+
+def log_path_for(run_dir: str, command: str) -> str:
+  """<run dir>/logs/<command>-<local time>.log"""
+  return os.path.join(run_dir, "logs", f"{command}-{time.strftime('%Y%m%d-%H%M%S')}.log")
