@@ -60,6 +60,25 @@ def run(config, no_report, console):
     echo(f"Log: {console.log_path}")
 
 
+@main.command()
+@run_options
+def check(config, console):
+  """Vet a photo folder in seconds, before a long run (no training, nothing recorded).
+
+  Layout, photos per split and class, rejected and ignored files, repeated
+  photos, sizes and formats, anomalies against the schema. Exits 2 when a run
+  would stop, with the run's message.
+  """
+  from components.image_example_gen import DataLayoutError
+  from pipeline.check import check as check_data
+  try:
+    code = check_data(config, console.echo)
+  except DataLayoutError as e:
+    console.echo(f"Run stopped: {e}", err=True)
+    code = 2
+  sys.exit(code)
+
+
 def recorded_run_options(command):
   """Options that find one recorded run, as `finetune run` left it; passes (config, run)."""
 

@@ -119,22 +119,29 @@ def _run(pipeline, config: PipelineConfig, echo) -> None:
     progress.stop()
 
 
+def data_lines(examples_uri: str, show: int = 20) -> list[str]:
+  """What ingestion made of the photos: counts per split and class, the first
+  `show` rejected files with their reasons."""
+  with tf.io.gfile.GFile(report_path(examples_uri)) as f:
+    report = json.load(f)
+  lines = [f"Data: {report['num_examples']} examples, {report['num_rejected']} files "
+           f"rejected, {report['num_ignored']} ignored ({report['data_root']})"]
+  for split, counts in report["examples"].items():
+    lines.append(f"  {split:<10} {sum(counts.values()):>6}  " +
+                 ", ".join(f"{name} {n}" for name, n in counts.items()))
+  for rejected in report["rejected"][:show]:
+    lines.append(f"  rejected {rejected['path']}: {rejected['reason']}")
+  if report["num_rejected"] > show:
+    lines.append(f"  ... and {report['num_rejected'] - show} more in {report_path(examples_uri)}")
+  return lines
+
+
 def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
   """The end-of-run summary, read from the run's artifacts."""
   lines = [f"Run {run.run_id} of {config.pipeline_name}"]
   examples = run.artifact("ImageExampleGen", "examples")
   if examples is not None:
-    with tf.io.gfile.GFile(report_path(examples.uri)) as f:
-      report = json.load(f)
-    lines.append(f"Data: {report['num_examples']} examples, {report['num_rejected']} files "
-                 f"rejected, {report['num_ignored']} ignored ({report['data_root']})")
-    for split, counts in report["examples"].items():
-      lines.append(f"  {split:<10} {sum(counts.values()):>6}  " +
-                   ", ".join(f"{name} {n}" for name, n in counts.items()))
-    for rejected in report["rejected"][:20]:
-      lines.append(f"  rejected {rejected['path']}: {rejected['reason']}")
-    if report["num_rejected"] > 20:
-      lines.append(f"  ... and {report['num_rejected'] - 20} more in {report_path(examples.uri)}")
+    lines += data_lines(examples.uri)
   anomalies = run.artifact("ExampleValidator", "anomalies")
   if anomalies is not None:
     found = read_anomalies(anomalies.uri, anomalies.properties["split_names"].string_value)

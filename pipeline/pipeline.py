@@ -20,13 +20,14 @@ TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
 
 def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
-                    experiment: bool = False, statistics_only: bool = False
-                    ) -> tfx.dsl.Pipeline:
+                    experiment: bool = False, statistics_only: bool = False,
+                    data_only: bool = False) -> tfx.dsl.Pipeline:
   """Builds fresh component objects each call (TFX's DSL registry forbids reuse).
 
   `experiment=True` leaves out the blessing and the Pusher: a variant is
   evaluated on its own and never served. `statistics_only=True` stops after
   StatisticsGen: the first run over a dataset infers its schema from that.
+  `data_only=True` stops after the data gate (`finetune check`).
   """
   config.validate()
   data_layout = detect_layout(config.data.root)
@@ -49,6 +50,10 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       schema=schema_gen.outputs["schema"])
   data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                        fail_on_anomalies=config.data.fail_on_anomalies)
+
+  if data_only:
+    return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator,
+                              data_gate], metadata_connection_config)
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],

@@ -8,12 +8,12 @@ push. The misclassified gallery comes from running the trained model's
 """
 from __future__ import annotations
 
-import html
 import io
 import json
 import os
 import pathlib
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
@@ -169,147 +169,89 @@ def save_thumbnail(image_bytes: bytes, path: pathlib.Path) -> None:
 
 # ---------------------------------------------------------------- the page
 
+# The markup and styling live in templates/report.html.j2, so the page changes
+# without touching Python. Autoescaping shows file and class names as text.
+PAGE_TEMPLATE = "report.html.j2"
+_PAGES = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(pathlib.Path(__file__).parent / "templates"),
+    autoescape=True, trim_blocks=True, lstrip_blocks=True)
+
+
 def _num(value, digits=4) -> str:
-  return "n/a" if value is None else f"{value:.{digits}f}"
+  # A value the run did not record (None, or a key missing in the template) is n/a.
+  return "n/a" if value is None or isinstance(value, jinja2.Undefined) else f"{value:.{digits}f}"
 
 
-def _table(header: list[str], rows: list[list]) -> str:
-  head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-  body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>"
-                 for row in rows)
-  return f"<table><tr>{head}</tr>{body}</table>"
+_PAGES.filters["num"] = _num
 
 
-def _data_section(data: dict) -> str:
+def thumbnail_name(index: int) -> str:
+  return f"misclassified/{index:04d}.png"
+
+
+def _table(header: list[str], rows: list[list]) -> dict:
+  return {"header": header, "rows": rows}
+
+
+def _tables(data: dict) -> dict:
+  """The page's tables: a header and rows of cells ready to show."""
+  tables = {}
   ingestion = data.get("ingestion")
-  if not ingestion:
-    return "<p>Ingestion did not finish in this run.</p>"
-  names = ingestion["class_names"]
-  rows = [[split, *(counts.get(n, 0) for n in names), sum(counts.values())]
-          for split, counts in ingestion["examples"].items()]
-  parts = [f"<p>Data root <code>{html.escape(ingestion['data_root'])}</code>: "
-           f"{ingestion['num_examples']} examples, {ingestion['num_rejected']} files rejected, "
-           f"{ingestion['num_ignored']} ignored.</p>",
-           _table(["split", *names, "total"], rows)]
-  if ingestion["rejected"]:
-    parts.append("<h3>Rejected files</h3>" + _table(
-        ["file", "reason"], [[r["path"], r["reason"]] for r in ingestion["rejected"]]))
-  if ingestion["ignored"]:
-    parts.append(f"<p>Ignored (hidden or outside class folders): "
-                 f"{html.escape(', '.join(ingestion['ignored'][:50]))}"
-                 f"{' …' if len(ingestion['ignored']) > 50 else ''}</p>")
-  anomalies = data.get("anomalies")
-  if anomalies is not None:
-    parts.append("<h3>Anomalies</h3>" + ("<p>None: the data matches the curated schema.</p>"
-                                         if not anomalies else
-                                         "<ul>" + "".join(f"<li>{html.escape(a)}</li>"
-                                                          for a in anomalies) + "</ul>"))
-  return "\n".join(parts)
-
-
-def _training_section(data: dict) -> str:
-  history, training = data.get("history"), data.get("training")
-  if not history or not training:
-    return "<p>Training did not run in this run.</p>"
-  rows = [[r["epoch"], r["phase"], _num(r.get("loss")), _num(r.get("accuracy")),
-           _num(r.get("val_loss")), _num(r.get("val_accuracy")), f"{r['learning_rate']:g}",
-           f"{r['seconds']:.1f}"] for r in history]
-  phases = [[phase, info.get("epochs"), info.get("trainable_params"),
-             info.get("unfrozen_layers", "none (base frozen)"), info.get("seconds")]
-            for phase, info in training["phases"].items()]
-  kept = training.get("exported")
-  exported = (f"<p>Exported model: phase {kept['phase']}, epoch {kept['epoch']}, the best on "
-              f"validation: val_accuracy {_num(kept.get('val_accuracy'))}, val_loss "
-              f"{_num(kept.get('val_loss'))}.</p>" if kept else "")
-  return ("<img src='curves.png' alt='training curves'>" + exported
-          + _table(["phase", "epochs", "trainable parameters", "unfrozen base layers",
-                    "seconds"], phases)
-          + _table(["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy",
-                    "learning rate", "seconds"], rows))
-
-
-def _evaluation_section(data: dict) -> str:
-  evaluation, blessing = data.get("evaluation"), data.get("blessing")
-  if not evaluation:
-    return "<p>The Evaluator did not run in this run.</p>"
-  parts = []
-  if blessing:
-    verdict = "BLESSED" if blessing["blessed"] else "NOT BLESSED"
-    baseline = ("none: no model was served yet" if blessing["baseline_accuracy"] is None
-                else _num(blessing["baseline_accuracy"]))
-    parts.append(
-        f"<p class='verdict {'ok' if blessing['blessed'] else 'bad'}'>{verdict}: test accuracy "
-        f"{_num(blessing['accuracy'])}, balanced accuracy "
-        f"{_num(blessing['balanced_accuracy'])}; served model {baseline}.</p>")
-    parts.append(_table(["rule", "result", "why"],
-                        [[c["rule"], "passed" if c["passed"] else "FAILED", c["text"]]
-                         for c in blessing["checks"]]))
-  if data.get("pushed_to"):
-    parts.append(f"<p>Pushed to <code>{html.escape(data['pushed_to'])}</code>.</p>")
-  if evaluation.get("confusion_matrix"):
-    parts.append("<img src='confusion_matrix.png' alt='confusion matrix'>")
+  if ingestion:
+    names = ingestion["class_names"]
+    tables["splits"] = _table(["split", *names, "total"],
+                              [[split, *(counts.get(n, 0) for n in names), sum(counts.values())]
+                               for split, counts in ingestion["examples"].items()])
+    tables["rejected"] = _table(["file", "reason"],
+                                [[r["path"], r["reason"]] for r in ingestion["rejected"]])
+  training = data.get("training") or {}
+  if data.get("history") and training:
+    tables["epochs"] = _table(
+        ["epoch", "phase", "loss", "accuracy", "val_loss", "val_accuracy", "learning rate",
+         "seconds"],
+        [[r["epoch"], r["phase"], _num(r.get("loss")), _num(r.get("accuracy")),
+          _num(r.get("val_loss")), _num(r.get("val_accuracy")), f"{r['learning_rate']:g}",
+          f"{r['seconds']:.1f}"] for r in data["history"]])
+    tables["phases"] = _table(
+        ["phase", "epochs", "trainable parameters", "unfrozen base layers", "seconds"],
+        [[phase, info.get("epochs"), info.get("trainable_params"),
+          info.get("unfrozen_layers", "none (base frozen)"), info.get("seconds")]
+         for phase, info in training["phases"].items()])
+  if data.get("blessing"):
+    tables["rules"] = _table(["rule", "result", "why"],
+                             [[c["rule"], "passed" if c["passed"] else "FAILED", c["text"]]
+                              for c in data["blessing"]["checks"]])
+  evaluation = data.get("evaluation") or {}
   if evaluation.get("per_class"):
-    parts.append(_table(["class", "precision", "recall", "test examples"],
-                        [[name, _num(v["precision"]), _num(v["recall"]), v["support"]]
-                         for name, v in evaluation["per_class"].items()]))
+    tables["per_class"] = _table(["class", "precision", "recall", "test examples"],
+                                 [[name, _num(v["precision"]), _num(v["recall"]), v["support"]]
+                                  for name, v in evaluation["per_class"].items()])
   metrics = evaluation.get("metrics") or {}
   if metrics:
     names = sorted({m for values in metrics.values() for m in values})
-    parts.append("<h3>TFMA metrics</h3>" + _table(
-        ["slice", *names], [[s, *(_num(v.get(m)) for m in names)] for s, v in metrics.items()]))
-  return "\n".join(parts)
-
-
-def _gallery_section(data: dict) -> str:
-  if "misclassified" not in data:
-    return "<p>No evaluated model in this run.</p>"
-  wrong = data["misclassified"]
-  if not wrong:
-    return f"<p>All {data['test_predictions']} test images are classified correctly.</p>"
-  cards = "".join(
-      f"<figure><img src='misclassified/{i:04d}.png' alt='{html.escape(p['path'])}'>"
-      f"<figcaption>{html.escape(p['path'])}<br>true <b>{html.escape(p['true_class'])}</b>, "
-      f"predicted <b>{html.escape(p['predicted_class'])}</b> ({p['probability']:.3f})"
-      f"</figcaption></figure>"
-      for i, p in enumerate(wrong[:MAX_THUMBNAILS]))
-  listing = _table(["file", "true class", "predicted class", "probability"],
-                   [[p["path"], p["true_class"], p["predicted_class"],
-                     f"{p['probability']:.4f}"] for p in wrong])
-  return (f"<p>{len(wrong)} of {data['test_predictions']} test images misclassified, "
-          f"most confident mistakes first.</p><div class='gallery'>{cards}</div>{listing}")
-
-
-def _lineage_section(data: dict) -> str:
-  training = data.get("training") or {}
+    tables["metrics"] = _table(["slice", *names], [[s, *(_num(v.get(m)) for m in names)]
+                                                   for s, v in metrics.items()])
+  tables["misclassified"] = _table(["file", "true class", "predicted class", "probability"],
+                                   [[p["path"], p["true_class"], p["predicted_class"],
+                                     f"{p['probability']:.4f}"]
+                                    for p in data.get("misclassified", [])])
   rows = [["pipeline", data["pipeline_name"]], ["run id", data["run_id"]],
           ["base model", training.get("base_model", "n/a")],
           ["weights", training.get("weights", "n/a")]]
   rows += [[f"train.{k}", v] for k, v in sorted((training.get("config") or {}).items())]
-  components = _table(["component", "state", "seconds"],
-                      [[n, c["state"], c["seconds"]] for n, c in data["components"].items()])
-  artifacts = _table(["artifact", "URI"], [[k, ", ".join(v)] for k, v in data["artifacts"].items()])
-  return _table(["", ""], rows) + components + artifacts
-
-
-_STYLE = """body{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:.8em 0}td,th{border:1px solid #ccc;padding:3px 8px;
-font-size:13px;text-align:left}th{background:#f3f3f3}img{max-width:100%}
-.gallery{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;width:170px;font-size:11px}
-.verdict{font-size:18px;font-weight:bold}.ok{color:#17702a}.bad{color:#b00020}
-code{background:#f3f3f3;padding:1px 4px}"""
+  tables["lineage"] = _table(["", ""], rows)
+  tables["components"] = _table(["component", "state", "seconds"],
+                                [[n, c["state"], c["seconds"]]
+                                 for n, c in data["components"].items()])
+  tables["artifacts"] = _table(["artifact", "URI"],
+                               [[k, ", ".join(v)] for k, v in data["artifacts"].items()])
+  return tables
 
 
 def render(data: dict) -> str:
-  sections = [("Blessing and test evaluation", _evaluation_section(data)),
-              ("Training", _training_section(data)),
-              ("Misclassified test images", _gallery_section(data)),
-              ("Data", _data_section(data)),
-              ("Lineage", _lineage_section(data))]
-  body = "".join(f"<h2>{title}</h2>\n{content}\n" for title, content in sections)
-  title = f"{data['pipeline_name']} run {data['run_id']}"
-  return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}"
-          f"</title><style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-          f"{body}</body></html>")
+  cards = [dict(p, src=thumbnail_name(i))
+           for i, p in enumerate(data.get("misclassified", [])[:MAX_THUMBNAILS])]
+  return _PAGES.get_template(PAGE_TEMPLATE).render(data=data, tables=_tables(data), cards=cards)
 
 
 def default_report_dir(config: PipelineConfig, run_id: str) -> pathlib.Path:
@@ -331,7 +273,7 @@ def write_report(config: PipelineConfig, run: runs.PipelineRun,
   if data.get("misclassified"):
     (out / "misclassified").mkdir(exist_ok=True)
     for i, prediction in enumerate(data["misclassified"][:MAX_THUMBNAILS]):
-      save_thumbnail(prediction["image"], out / "misclassified" / f"{i:04d}.png")
+      save_thumbnail(prediction["image"], out / thumbnail_name(i))
   for prediction in data.get("misclassified", []):
     del prediction["image"]
   (out / DATA_FILE).write_text(json.dumps(data, indent=1))

@@ -169,3 +169,57 @@ def test_a_base_without_offline_weights_fails_alone(tmp_path):
   assert ("ConfigError: train.weights: No weights for vgg16 in folder" in rows["vgg16"]["error"]
           and "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in rows["vgg16"]["error"])
   assert rows["mobilenet_v2"]["status"] == "ok" and float(rows["mobilenet_v2"]["test_accuracy"]) >= 0
+
+
+def _report_data(cls: str, path: str) -> dict:
+  """report.json as collect() writes it, every section filled; `cls` is a class name."""
+  classes = [cls, "dogs"]
+  wrong = {"path": path, "true_class": cls, "predicted_class": "dogs", "probability": 0.9}
+  return {
+      "pipeline_name": "pets", "run_id": "run-1",
+      "components": {"Trainer": {"state": "ran", "seconds": 1.5}},
+      "artifacts": {"Trainer.model": ["/out/Trainer/model/3"]},
+      "ingestion": {"data_root": f"/photos/{cls}", "class_names": classes,
+                    "examples": {"train": {cls: 3, "dogs": 2}}, "num_examples": 5,
+                    "num_rejected": 1, "num_ignored": 1,
+                    "rejected": [{"path": path, "reason": "not an image"}], "ignored": [path]},
+      "anomalies": [f"[train] feature 'class_name': unexpected value {cls}"],
+      "history": [{"epoch": 1, "phase": 1, "loss": 0.5, "accuracy": 0.75, "val_loss": 0.6,
+                   "val_accuracy": 0.5, "learning_rate": 0.001, "seconds": 2.0}],
+      "training": {"class_names": classes, "base_model": "vgg16", "weights": "none",
+                   "config": {"unfreeze": cls}, "exported": {"phase": 1, "epoch": 1},
+                   "phases": {"1": {"epochs": 1, "trainable_params": 10, "seconds": 2.0}}},
+      "evaluation": {"metrics": {"Overall": {"sparse_categorical_accuracy": 0.5}},
+                     "confusion_matrix": [[1, 1], [0, 2]],
+                     "per_class": {cls: {"precision": 1.0, "recall": 0.5, "support": 2},
+                                   "dogs": {"precision": None, "recall": 1.0, "support": 2}}},
+      "blessing": {"blessed": False, "accuracy": 0.75, "balanced_accuracy": 0.75,
+                   "baseline_accuracy": None,
+                   "checks": [{"rule": "recall", "passed": False, "text": f"{cls} recall 0.5"}]},
+      "pushed_to": f"/serving/{cls}/1",
+      "test_predictions": 4, "misclassified": [wrong],
+  }
+
+
+def test_names_with_markup_show_literally():
+  from html.parser import HTMLParser
+  from pipeline.report import render
+  cls, path = "c<b>ats & co", "test/<b>odd</b>.jpg"
+  page = render(_report_data(cls, path))
+
+  class Text(HTMLParser):
+    text, bold = "", []
+    def handle_data(self, data):
+      self.text += data
+    def handle_starttag(self, tag, attrs):
+      self.bold += [tag] if tag == "b" else []
+      self.text += " ".join(v for _, v in attrs if v)
+  parsed = Text()
+  parsed.feed(page)
+  assert "<b>ats" not in page and "<b>odd" not in page
+  # Every place a name shows (tables, captions, alt text, code), as its own text.
+  assert parsed.text.count(cls) == page.count("c&lt;b&gt;ats &amp; co") >= 9
+  assert parsed.text.count(path) == page.count("test/&lt;b&gt;odd&lt;/b&gt;.jpg") >= 5
+  assert parsed.bold == ["b", "b"]  # only the gallery caption's own true/predicted
+  assert "NOT BLESSED: test accuracy 0.7500, balanced accuracy 0.7500; served model none" in page
+  assert "<td>dogs</td><td>n/a</td><td>1.0000</td><td>2</td>" in page

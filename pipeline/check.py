@@ -1,0 +1,110 @@
+"""`finetune check`: what a run would make of a photo folder, without training.
+
+The run's own first stages (ImageExampleGen, StatisticsGen, the schema,
+ExampleValidator and the data gate) run with the LocalDagRunner in a
+temporary folder: the same code as a run, nothing recorded in the outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import statistics_pb2
+from tfx import v1 as tfx
+from tfx.orchestration import metadata
+
+from components.data_gate import DataAnomaliesError, read_anomalies
+from components.image_example_gen import detect_layout
+from components.image_example_gen.executor import report_path
+from pipeline import runs
+from pipeline.config import PipelineConfig, with_overrides
+from pipeline.local_runner import data_lines
+from pipeline.pipeline import create_pipeline
+
+SAME_PHOTO = ("duplicate of", "conflicting labels")
+
+
+def layout_line(config: PipelineConfig) -> str:
+  layout = detect_layout(config.data.root)
+  spans = f"spans up to span-{layout.newest_span} (the newest is used)" if layout.has_spans else "no spans"
+  splits = ("train/validation/test folders" if layout.has_split_folders else
+            "no split folders: split " + "/".join(
+                str(config.data.split_ratios[s]) for s in ("train", "validation", "test"))
+            + " by file name")
+  return (f"Layout: {len(layout.class_names)} classes ({', '.join(layout.class_names)}); "
+          f"{splits}; {spans}")
+
+
+def _feature(stats: statistics_pb2.DatasetFeatureStatistics, name: str):
+  return next((f for f in stats.features if f.path.step == [name]), None)
+
+
+def size_lines(statistics_uri: str, split_names: list[str]) -> list[str]:
+  """Image sizes and formats per split, from StatisticsGen's statistics."""
+  lines = []
+  for split in split_names:
+    path = os.path.join(statistics_uri, f"Split-{split}", "FeatureStats.pb")
+    if not tf.io.gfile.exists(path):
+      continue
+    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+        tf.io.gfile.GFile(path, "rb").read()).datasets[0]
+    sizes = []
+    for name in ("width", "height"):
+      feature = _feature(stats, name)
+      if feature is not None:
+        n = feature.num_stats
+        sizes.append(f"{name} {n.min:.0f}-{n.max:.0f} (median {n.median:.0f})")
+    formats = _feature(stats, "format")
+    top = ", ".join(f"{v.value} {v.frequency:.0f}"
+                    for v in formats.string_stats.top_values) if formats else ""
+    lines.append(f"  {split:<10} {', '.join(sizes)}; formats: {top}")
+  return lines
+
+
+def check(config: PipelineConfig, echo) -> int:
+  """Prints the check; returns the exit code a run would end with (0 or 2)."""
+  echo(f"Checking {config.data.root} (no training; nothing recorded)")
+  echo(layout_line(config))
+  schema = config.schema_file
+  has_schema = tf.io.gfile.exists(schema)
+  with tempfile.TemporaryDirectory(prefix="finetune-check-") as scratch:
+    checked = with_overrides(config, {"output_dir": scratch, "data.schema_path": schema})
+    connection = metadata.sqlite_metadata_connection_config(checked.metadata_path)
+    os.makedirs(checked.run_dir, exist_ok=True)
+    pipeline = (create_pipeline(checked, connection, data_only=True) if has_schema
+                else create_pipeline(checked, connection, statistics_only=True))
+    stopped = None
+    try:
+      tfx.orchestration.LocalDagRunner().run(pipeline)
+    except DataAnomaliesError as e:
+      stopped = str(e)
+    run = runs.load_run(runs.open_store(checked.metadata_path))
+    examples = run.artifact("ImageExampleGen", "examples")
+    echo("\n".join(data_lines(examples.uri, show=10**6)))
+    with tf.io.gfile.GFile(report_path(examples.uri)) as f:
+      report = json.load(f)
+    for ignored in report["ignored"]:
+      echo(f"  ignored {ignored}")
+    same = [r for r in report["rejected"] if r["reason"].startswith(SAME_PHOTO)]
+    echo(f"Same photo more than once: {len(same)} files (all copies under two classes, "
+         "later copies under one are left out)" if same else "Same photo more than once: none")
+    split_names = json.loads(examples.properties["split_names"].string_value)
+    echo("Sizes and formats:")
+    echo("\n".join(size_lines(run.artifact("StatisticsGen", "statistics").uri, split_names)))
+    if not has_schema:
+      echo(f"Anomalies: not checked: no schema for {config.pipeline_name} yet "
+           f"(the first run infers one into {config.inferred_schema_path})")
+    else:
+      anomalies = run.artifact("ExampleValidator", "anomalies")
+      found = read_anomalies(anomalies.uri, anomalies.properties["split_names"].string_value)
+      echo(f"Anomalies against {schema}: " + ("none" if not found else "\n  " + "\n  ".join(found)))
+  if stopped:
+    echo(f"Run stopped: {stopped}", err=True)
+    return 2
+  echo("A run would go ahead with this data.")
+  return 0
+
+
