@@ -89,8 +89,9 @@ def check(config: PipelineConfig, echo) -> int:
     for ignored in report["ignored"]:
       echo(f"  ignored {ignored}")
     same = [r for r in report["rejected"] if r["reason"].startswith(SAME_PHOTO)]
-    echo(f"Same photo more than once: {len(same)} files (all copies under two classes, "
-         "later copies under one are left out)" if same else "Same photo more than once: none")
+    echo(f"Same photo more than once: {len(same)} files left out (listed above; under two "
+         "classes every copy goes, under one class the first stays)" if same
+         else "Same photo more than once: none")
     split_names = json.loads(examples.properties["split_names"].string_value)
     echo("Sizes and formats:")
     echo("\n".join(size_lines(run.artifact("StatisticsGen", "statistics").uri, split_names)))

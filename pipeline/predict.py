@@ -15,13 +15,15 @@ import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from pipeline import storage
+from pipeline.cli_options import VERBOSE
+from pipeline.console import quiet
 from pipeline.config import ConfigError, recorded_config
 
 # Same names as components.trainer.signatures, which imports TensorFlow.
 IMAGES_SIGNATURE = "predict_images"
 IMAGES_INPUT = "image_bytes"
 BATCH_SIZE = 32  # files per signature call; bounds memory for long file lists
-NOT_AN_IMAGE = "not a decodable image (JPEG, PNG, GIF or BMP expected)"
+NOT_AN_IMAGE = "not a decodable image (JPEG, PNG, GIF, BMP, HEIC/HEIF, WebP or TIFF expected)"
 
 
 class ModelNotFoundError(Exception):
@@ -64,9 +66,15 @@ def load_serving_model(path: str | os.PathLike, version: int | None = None):
 
 
 def _read(path: str) -> bytes | str:
-  """The file's bytes, or why it cannot be read."""
+  """The file's bytes as the signature needs them, or why it cannot be read.
+
+  The served graph decodes JPEG, PNG, GIF and BMP and ignores EXIF: HEIC, WebP
+  and TIFF files, and photos whose EXIF orientation is not normal, are
+  re-encoded upright first, as ingestion stored the training photos.
+  """
+  from components.image_example_gen.images import upright_bytes
   try:
-    return pathlib.Path(path).read_bytes()
+    return upright_bytes(pathlib.Path(path).read_bytes())
   except FileNotFoundError:
     return "no such file"
   except IsADirectoryError:
@@ -129,7 +137,9 @@ def predict_files(signature, paths) -> list[dict]:
               help="YAML configuration file (locates the default model).")
 @click.option("--output", "output_dir", help="Output folder of the run (locates the default model).")
 @click.option("--pipeline-name", help="Pipeline name (locates the default model).")
-def predict(images, model_dir, version, as_json, config_path, output_dir, pipeline_name):
+@VERBOSE
+def predict(images, model_dir, version, as_json, config_path, output_dir, pipeline_name,
+            verbose):
   """Classify IMAGE files with a pushed model, as TF Serving would.
 
   Prints `path  predicted_class  probability` per image. Files that cannot be
@@ -143,20 +153,21 @@ def predict(images, model_dir, version, as_json, config_path, output_dir, pipeli
     model_dir = posixpath.join(config.serving_dir, config.model_name)
   if storage.uses_s3(model_dir):
     storage.enable_s3()
-  try:
-    signature = load_serving_model(model_dir, version)
-  except ModelNotFoundError as e:
-    raise click.ClickException(str(e))
-
-  results = predict_files(signature, images)
-  for result in results:
-    if "error" in result:
-      click.echo(f"error: {result['path']}: {result['error']}", err=True)
-  if as_json:
-    click.echo(json.dumps(results, indent=2))
-  else:
+  with quiet(verbose) as console:
+    try:
+      signature = load_serving_model(model_dir, version)
+    except ModelNotFoundError as e:
+      raise click.ClickException(str(e))
+    results = predict_files(signature, images)
     for result in results:
-      if "error" not in result:
-        click.echo(f"{result['path']}  {result['predicted_class']}  {result['probability']:.4f}")
+      if "error" in result:
+        console.echo(f"error: {result['path']}: {result['error']}", err=True)
+    if as_json:
+      console.echo(json.dumps(results, indent=2))
+    else:
+      for result in results:
+        if "error" not in result:
+          console.echo(f"{result['path']}  {result['predicted_class']}  "
+                       f"{result['probability']:.4f}")
   if any("error" in result for result in results):
     raise SystemExit(1)

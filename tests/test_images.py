@@ -60,7 +60,7 @@ BAD = {
     "empty": (b"", "empty file"),
     "text": (b"hello, I am not a photo", "not an image"),
     "truncated": (JPEG[: len(JPEG) // 2], "truncated"),
-    "webp": (_encode(RGB, "WEBP"), "unsupported format WEBP"),
+    "ppm": (_encode(RGB, "PPM"), "unsupported format PPM"),
     "absurd width": (_encode(Image.new("L", (30000, 1)), "PNG"), "absurd dimensions 30000x1"),
     "tiny": (_encode(Image.new("RGB", (3, 3)), "PNG"), "absurd dimensions 3x3"),
 }

@@ -15,7 +15,8 @@ from conftest import SHARED_DATA, make_dataset, requires_shared
 
 SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
         [("label", tf.int64), ("class_name", tf.string), ("path", tf.string),
-         ("image_raw", tf.string)]}
+         ("image_raw", tf.string), ("format", tf.string), ("height", tf.int64),
+         ("width", tf.int64)]}
 
 
 def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",),
@@ -142,3 +143,28 @@ def test_camera_names_ingested_extreme_shapes_and_conflicting_labels_rejected(tm
   assert report["num_conflicting"] == 2
   assert report["ignored"] == ["Thumbs.db"]
   assert report["num_examples"] == len(paths) == 13  # 6 + 6 + _DSC0001 ; all else accounted for
+
+
+def test_every_file_on_disk_is_an_example_a_rejection_or_ignored(tmp_path):
+  root = tmp_path / "photos"
+  make_dataset(root / "span-1", {"all": 1}, splits=False)  # an older span: ignored
+  make_dataset(root / "span-2", {"train": 2, "validation": 1, "test": 1})
+  stray = {  # a file at every level of the tree
+      "README.md": "ignored", ".DS_Store": "ignored", "span-1/notes.txt": "ignored",
+      "span-2/README.txt": "ignored", "span-2/extra/list.csv": "ignored",
+      "span-2/train/README.txt": "ignored", "span-2/test/Thumbs.db": "ignored",
+      "span-2/train/cats/.DS_Store": "ignored", "span-2/train/cats/nested/deep.jpg": "ignored",
+      "span-2/train/dogs/notes.txt": "rejected"}
+  for rel in stray:
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text("not a photo")
+
+  report, _, _ = ingest(root, tmp_path / "out")
+
+  assert report["num_examples"] == 8
+  assert [r["path"] for r in report["rejected"]] == ["span-2/train/dogs/notes.txt"]
+  assert report["ignored"] == sorted(
+      [rel for rel, fate in stray.items() if fate == "ignored"]
+      + ["span-1/cats/cats.0.jpg", "span-1/dogs/dogs.0.jpg"])
+  on_disk = sum(1 for p in root.rglob("*") if p.is_file())
+  assert report["num_examples"] + report["num_rejected"] + report["num_ignored"] == on_disk

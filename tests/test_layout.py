@@ -66,3 +66,18 @@ def test_hidden_and_stray_files_are_ignored_and_listed(tmp_path):
   files, ignored = list_split(str(root), str(root), ["cats", "dogs"])
   assert len(files) == 4
   assert sorted(ignored) == ["cats/.DS_Store", "cats/nested/deep.jpg", "notes.txt"]
+
+
+def test_files_outside_the_split_folders_are_found_at_every_level(tmp_path):
+  from components.image_example_gen.layout import files_outside
+  make_dataset(tmp_path / "span-1", {"all": 1}, splits=False)
+  make_dataset(tmp_path / "span-2", {"train": 1, "validation": 1, "test": 1})
+  for rel in ("README.md", ".DS_Store", "span-2/notes.txt", "span-2/extra/x.txt"):
+    (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / rel).write_text("x")
+  layout = detect_layout(str(tmp_path))
+  assert files_outside(str(tmp_path), list(layout.split_dirs)) == [
+      ".DS_Store", "README.md", "span-1/cats/cats.0.jpg", "span-1/dogs/dogs.0.jpg",
+      "span-2/extra/x.txt", "span-2/notes.txt"]
+  flat = make_dataset(tmp_path / "flat", {"all": 1}, splits=False)
+  assert files_outside(str(flat), [str(flat)]) == []  # list_split covers the whole root

@@ -2,7 +2,7 @@
 
 Every file under the data root ends up in exactly one place: an output split,
 the rejected list (with its reason) or the ignored list (hidden files, files
-outside class folders). `ingestion/report.json` in the Examples artifact holds
+outside class folders, older spans). `ingestion/report.json` in the Examples artifact holds
 the lists and the counts; `ingestion/labels.json` the class-name <-> label map.
 """
 from __future__ import annotations
@@ -282,6 +282,7 @@ class Executor(BaseExampleGenExecutor):
         listing = json.load(f)
       ignored += listing["ignored"]
       listed += listing["listed"]
+    ignored += layout.files_outside(exec_properties["input_base"], _split_dirs(exec_properties))
     counts = {
         split: _count_labels(artifact_utils.get_split_uri([examples], split), names)
         for split in artifact_utils.decode_split_names(examples.split_names)}

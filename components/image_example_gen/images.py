@@ -3,14 +3,23 @@ from __future__ import annotations
 
 import io
 
-from PIL import Image
+from PIL import Image, ImageOps
+import pillow_heif
 import tensorflow as tf
+
+pillow_heif.register_heif_opener()  # HEIC/HEIF, as iPhones save photos
 
 # Formats the Transform graph (tf.io.decode_image) reads as they are.
 KEPT_AS_IS = {"JPEG", "PNG", "GIF"}
 # Formats we accept but re-encode to PNG first: TF's BMP decoder misses
 # compressed and low-bit-depth variants.
 REENCODED = {"BMP"}
+# Formats TF cannot decode at all: converted to JPEG (HEIF, lossy already) or
+# PNG, and recorded as what they became, so the schema's format domain (the
+# four above) accepts them unchanged. Multi-frame files give their first frame.
+CONVERTED = {"HEIF", "WEBP", "TIFF"}
+ACCEPTED = "JPEG, PNG, GIF, BMP, HEIC/HEIF, WebP, TIFF"
+ORIENTATION = 0x0112  # EXIF tag; TF's decoders ignore it
 MIN_SIDE = 8          # a smaller "photo" is an icon or a broken header
 MAX_ASPECT = 20       # wider than a panorama: squashed to a square it shows nothing
 MAX_PIXELS = 200e6    # far beyond any camera; guards against decompression bombs
@@ -29,9 +38,8 @@ def _load(data: bytes) -> Image.Image:
     raise RejectedImage(f"absurd dimensions: {e}") from None
   except Exception:  # PIL raises several types for non-images
     raise RejectedImage("not an image (unrecognised file format)") from None
-  if image.format not in KEPT_AS_IS | REENCODED:
-    raise RejectedImage(
-        f"unsupported format {image.format}; accepted: JPEG, PNG, GIF, BMP")
+  if image.format not in KEPT_AS_IS | REENCODED | CONVERTED:
+    raise RejectedImage(f"unsupported format {image.format}; accepted: {ACCEPTED}")
   width, height = image.size
   if min(width, height) < MIN_SIDE or width * height > MAX_PIXELS:
     raise RejectedImage(f"absurd dimensions {width}x{height}")
@@ -49,12 +57,47 @@ def _load(data: bytes) -> Image.Image:
   return image
 
 
+def _turned(image: Image.Image) -> bool:
+  """Whether its EXIF orientation says the pixels are not stored upright (2..8)."""
+  try:
+    return image.getexif().get(ORIENTATION, 1) in range(2, 9)
+  except Exception:  # noqa: BLE001  (unreadable EXIF: the pixels are still fine)
+    return False
+
+
+def _upright(image: Image.Image) -> Image.Image:
+  """The image as the camera meant it to be seen. The TIFF and HEIF loaders
+  apply the orientation themselves and clear the tag, so it is never applied twice."""
+  return ImageOps.exif_transpose(image) if _turned(image) else image
+
+
+def _converted(image: Image.Image, max_side: int = 0) -> Image.Image:
+  """Upright, in a mode JPEG or PNG stores, its longer side at most `max_side` (0 = any)."""
+  image = _upright(image)
+  if image.mode not in ("RGB", "RGBA", "L", "LA"):
+    image = image.convert("RGBA" if "A" in image.getbands() or
+                          "transparency" in image.info else "RGB")
+  if max_side and max(image.size) > max_side:
+    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+  return image
+
+
+def _encode(image: Image.Image, fmt: str) -> tuple[bytes, str]:
+  """(bytes, format) of `image`: JPEG if it came as a lossy photo, else PNG."""
+  out = io.BytesIO()
+  stored = "JPEG" if fmt in ("JPEG", "HEIF") and image.mode in ("RGB", "L") else "PNG"
+  image.save(out, stored, **({"quality": 92} if stored == "JPEG" else {}))
+  return out.getvalue(), stored
+
+
 def prepare_image(data: bytes, max_side: int = 0) -> tuple[bytes, int, int, str]:
-  """Returns (encoded bytes to store, height, width, original format).
+  """Returns (encoded bytes to store, height, width, format to record).
 
   The original bytes are kept unless the image must be re-encoded: its
-  longer side exceeds `max_side` (0 = never downscale), it is a BMP, or it
-  is a CMYK JPEG (stored as RGB so every decoder agrees on its colours).
+  longer side exceeds `max_side` (0 = never downscale), it is a BMP, HEIF,
+  WebP or TIFF, a CMYK JPEG (stored as RGB so every decoder agrees on its
+  colours), or its EXIF orientation is not normal (stored upright).
+  The format recorded is the original one, except for CONVERTED formats.
   """
   image = _load(data)
   fmt = image.format
@@ -63,21 +106,32 @@ def prepare_image(data: bytes, max_side: int = 0) -> tuple[bytes, int, int, str]
   if too_big and min(width, height) * max_side / max(width, height) < MIN_SIDE:
     raise RejectedImage(f"{width}x{height} would shrink below {MIN_SIDE} px on its short side "
                         f"at data.max_image_side={max_side}")
-  if not (too_big or fmt in REENCODED or image.mode == "CMYK"):
+  if not (too_big or fmt in REENCODED | CONVERTED or image.mode == "CMYK"
+          or _turned(image)):
     return data, height, width, fmt
-  image = Image.open(io.BytesIO(data))
-  if image.mode not in ("RGB", "RGBA", "L", "LA"):
-    image = image.convert("RGBA" if "A" in image.getbands() or
-                          "transparency" in image.info else "RGB")
-  if too_big:
-    image.thumbnail((max_side, max_side), Image.Resampling.BILINEAR,
-                    reducing_gap=2.0)
-  out = io.BytesIO()
-  if fmt == "JPEG" and image.mode in ("RGB", "L"):
-    image.save(out, "JPEG", quality=92)
-  else:
-    image.save(out, "PNG")
-  return out.getvalue(), image.height, image.width, fmt
+  if fmt == "JPEG":  # decode again in full, not at draft() scale
+    image = Image.open(io.BytesIO(data))
+  try:
+    image = _converted(image, max_side)
+    encoded, stored = _encode(image, fmt)
+  except (OSError, ValueError) as e:  # e.g. a pixel mode Pillow cannot convert
+    raise RejectedImage(f"cannot convert this {fmt} image ({image.mode}): {e}") from None
+  return encoded, image.height, image.width, stored if fmt in CONVERTED else fmt
+
+
+def upright_bytes(data: bytes) -> bytes:
+  """`data` as the served graph should get it (`finetune predict`): unchanged,
+  unless it is HEIF, WebP or TIFF or its EXIF orientation is not normal; then
+  re-encoded upright as ingestion stores it. Bytes Pillow cannot read are
+  returned as they are, for the graph to report."""
+  try:
+    image = Image.open(io.BytesIO(data))
+    if image.format in CONVERTED or (image.format in KEPT_AS_IS | REENCODED
+                                     and _turned(image)):
+      return _encode(_converted(image), image.format)[0]
+  except Exception:  # noqa: BLE001  (not an image: the signature's error says so)
+    pass
+  return data
 
 
 def typical_size(paths: list[str], smallest: int = 96, largest: int = 224) -> int:

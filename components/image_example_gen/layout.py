@@ -119,6 +119,11 @@ def class_names(split_dirs: list[str]) -> list[str]:
   return names
 
 
+def _relative(data_root: str, path: str) -> str:
+  root = data_root.rstrip("/") + "/"
+  return path[len(root):] if path.startswith(root) else path
+
+
 @dataclasses.dataclass(frozen=True)
 class ListedFile:
   path: str           # full path (local or URI)
@@ -133,11 +138,6 @@ def list_split(data_root: str, split_dir: str, names: list[str]
   Ignored: hidden files, files outside class folders, anything nested deeper.
   """
   files, ignored = [], []
-  root = data_root.rstrip("/") + "/"
-
-  def rel(path: str) -> str:
-    return path[len(root):] if path.startswith(root) else path
-
   for dirpath, subdirs, filenames in tf.io.gfile.walk(split_dir):
     dirpath = dirpath.rstrip("/")
     depth = 0 if dirpath == split_dir.rstrip("/") else len(
@@ -146,7 +146,22 @@ def list_split(data_root: str, split_dir: str, names: list[str]
     for filename in sorted(filenames):
       path = posixpath.join(dirpath, filename)
       if depth == 1 and class_name in names and not _is_hidden(filename):
-        files.append(ListedFile(path, rel(path), class_name))
+        files.append(ListedFile(path, _relative(data_root, path), class_name))
       else:
-        ignored.append(rel(path))
+        ignored.append(_relative(data_root, path))
   return files, ignored
+
+
+def files_outside(data_root: str, split_dirs: list[str]) -> list[str]:
+  """Files under `data_root` but outside `split_dirs`, relative to the root: in
+  the root, next to the split folders, in older spans and any other folder.
+  Ingestion lists them as ignored, so that every file on disk is accounted for."""
+  skip = {d.rstrip("/") for d in split_dirs}
+  outside = []
+  for dirpath, subdirs, filenames in tf.io.gfile.walk(data_root):
+    dirpath = dirpath.rstrip("/")
+    if dirpath in skip:  # a flat layout: the root is the split folder
+      break
+    subdirs[:] = [d for d in subdirs if posixpath.join(dirpath, d.rstrip("/")) not in skip]
+    outside += [_relative(data_root, posixpath.join(dirpath, f)) for f in filenames]
+  return sorted(outside)

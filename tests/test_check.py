@@ -1,0 +1,44 @@
+"""`finetune check`: the run's own first stages on a photo folder, nothing recorded."""
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from conftest import CATS_VS_DOGS_SCHEMA, CLASS_COLORS, image_bytes, make_dataset
+from pipeline.cli import main
+
+
+def _check(data, output, *extra):
+  return CliRunner().invoke(main, ["check", "--data-root", str(data), "--output", str(output),
+                                   "--beam-arg=--direct_num_workers=1", *extra])
+
+
+def test_check_lists_what_a_run_would_ingest_and_records_nothing(tmp_path):
+  data = make_dataset(tmp_path / "cats_vs_dogs", {"train": 4, "validation": 2, "test": 2})
+  (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
+  (data / "test" / "dogs" / "copy.jpg").write_bytes((data / "train" / "dogs" / "dogs.0.jpg").read_bytes())
+  (data / "README.md").write_text("Photos from the park")
+  result = _check(data, tmp_path / "out", "--set", f"data.schema_path={CATS_VS_DOGS_SCHEMA}")
+  assert result.exit_code == 0, result.output
+  lines = result.output.splitlines()
+  assert "Layout: 2 classes (cats, dogs); train/validation/test folders; no spans" in lines
+  assert "Data: 16 examples, 2 files rejected, 1 ignored" in result.output
+  assert "  train           8  cats 4, dogs 4" in lines
+  assert "  rejected train/cats/broken.jpg: " in result.output
+  assert ("  rejected test/dogs/copy.jpg: duplicate of train/dogs/dogs.0.jpg (same bytes)"
+          in lines), result.output
+  assert "  ignored README.md" in lines
+  assert any(line.startswith("Same photo more than once: 1 files left out") for line in lines)
+  assert any(line.startswith("  train      width 40-40 (median 40), height 32-32") for line in lines)
+  assert f"Anomalies against {CATS_VS_DOGS_SCHEMA}: none" in lines
+  assert lines[-1] == "A run would go ahead with this data."
+  assert not (tmp_path / "out").exists()
+
+
+def test_check_fails_as_the_run_would_on_anomalies(tmp_path):
+  data = make_dataset(tmp_path / "pets", {"all": 3}, splits=False,
+                      classes=("birds", "cats", "dogs"))
+  result = _check(data, tmp_path / "out", "--set", f"data.schema_path={CATS_VS_DOGS_SCHEMA}")
+  assert result.exit_code == 2, result.output
+  assert "Run stopped: Data validation found anomalies against the curated schema:" in result.output
+  assert "feature 'label'" in result.output or "feature 'class_name'" in result.output
+  assert not (tmp_path / "out").exists()
