@@ -128,6 +128,11 @@ def test_camera_names_ingested_extreme_shapes_and_conflicting_labels_rejected(tm
   (root / "cats" / "grey.jpg").write_bytes(both)
   (root / "dogs" / "grey.jpg").write_bytes(both)
   (root / "dogs" / "x-copy.jpg").write_bytes((root / "dogs" / "dogs.0.jpg").read_bytes())
+  # The same pixels with a comment added (as photo tools add metadata): other bytes.
+  original = (root / "cats" / "cats.1.jpg").read_bytes()
+  comment = b"edited"
+  (root / "cats" / "z-tagged.jpg").write_bytes(
+      original[:2] + b"\xff\xfe" + (len(comment) + 2).to_bytes(2, "big") + comment + original[2:])
   (root / "Thumbs.db").write_bytes(b"x")
 
   report, records, _ = ingest(root, tmp_path / "out")
@@ -135,11 +140,13 @@ def test_camera_names_ingested_extreme_shapes_and_conflicting_labels_rejected(tm
   paths = {r["path"].numpy().decode() for split in records.values() for r in split}
   assert "cats/_DSC0001.JPG" in paths
   reasons = {r["path"]: r["reason"] for r in report["rejected"]}
-  assert set(reasons) == {"dogs/strip.png", "cats/grey.jpg", "dogs/grey.jpg", "dogs/x-copy.jpg"}
+  assert set(reasons) == {"dogs/strip.png", "cats/grey.jpg", "dogs/grey.jpg", "dogs/x-copy.jpg",
+                          "cats/z-tagged.jpg"}
   assert reasons["dogs/strip.png"].startswith("extreme aspect ratio 30000x9")
   assert reasons["cats/grey.jpg"] == ("conflicting labels: the same photo is filed under "
                                       "cats and dogs (also dogs/grey.jpg)")
   assert reasons["dogs/x-copy.jpg"] == "duplicate of dogs/dogs.0.jpg (same bytes)"
+  assert reasons["cats/z-tagged.jpg"] == "duplicate of cats/cats.1.jpg (same pixels, another file)"
   assert report["num_conflicting"] == 2
   assert report["ignored"] == ["Thumbs.db"]
   assert report["num_examples"] == len(paths) == 13  # 6 + 6 + _DSC0001 ; all else accounted for

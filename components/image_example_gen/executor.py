@@ -29,7 +29,8 @@ from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
 from components.image_example_gen import layout
-from components.image_example_gen.images import RejectedImage, make_example, prepare_image
+from components.image_example_gen.images import (RejectedImage, make_example, photo_digest,
+                                                 prepare_image)
 
 MAX_IMAGE_SIDE_KEY = "max_image_side"
 REPORT_DIR = "ingestion"
@@ -77,7 +78,7 @@ def _resolve_span(exec_properties: dict[str, Any], examples) -> dict[str, Any]:
 
 
 class _ToExample(beam.DoFn):
-  """Reads one file; emits (sha256 of its bytes, file, tf.Example), or a rejection."""
+  """Reads one file; emits (pixel digest, sha256 of its bytes, file, tf.Example), or a rejection."""
 
   def __init__(self, class_names: list[str], max_side: int):
     self._label = {name: i for i, name in enumerate(class_names)}
@@ -96,13 +97,14 @@ class _ToExample(beam.DoFn):
       yield beam.pvalue.TaggedOutput(
           _REJECTED, {"path": listed.relative_path, "reason": f"unreadable: {e}"})
       return
-    yield (hashlib.sha256(data).hexdigest(), listed,
+    yield (photo_digest(data), hashlib.sha256(data).hexdigest(), listed,
            make_example(encoded, self._label[listed.class_name], listed.class_name,
                         listed.relative_path, height, width, fmt))
 
 
-def _same_photo_reasons(entry: tuple[str, list[tuple[int, str, str]]]):
-  """(digest, [(split order, path, class)]) -> (path, reason) for each copy to drop.
+def _same_photo_reasons(entry: tuple[str, list[tuple[int, str, str, str]]]):
+  """(pixel digest, [(split order, path, class, bytes digest)]) -> (path, reason)
+  for each copy to drop.
 
   The same bytes under two classes is a conflicting label: every copy is
   dropped, since nothing says which label is right. Under one class the
@@ -110,22 +112,23 @@ def _same_photo_reasons(entry: tuple[str, list[tuple[int, str, str]]]):
   """
   _, copies = entry
   copies = sorted(copies)
-  classes = sorted({class_name for _, _, class_name in copies})
+  classes = sorted({class_name for _, _, class_name, _ in copies})
   if len(classes) > 1:
-    for _, path, _ in copies:
-      others = ", ".join(other for _, other, _ in copies if other != path)
+    for _, path, _, _ in copies:
+      others = ", ".join(other for _, other, _, _ in copies if other != path)
       yield path, (f"{CONFLICT}: the same photo is filed under "
                    f"{' and '.join(classes)} (also {others})")
   else:
-    for _, path, _ in copies[1:]:
-      yield path, f"duplicate of {copies[0][1]} (same bytes)"
+    for _, path, _, file_digest in copies[1:]:
+      same = "same bytes" if file_digest == copies[0][3] else "same pixels, another file"
+      yield path, f"duplicate of {copies[0][1]} ({same})"
 
 
 class _DropSamePhotos(beam.DoFn):
   """Passes each example on, unless its file is a conflicting or duplicate copy."""
 
   def process(self, item, dropped: dict[str, str]):
-    _, listed, example = item
+    _, _, listed, example = item
     reason = dropped.get(listed.relative_path)
     if reason:
       yield beam.pvalue.TaggedOutput(_REJECTED, {"path": listed.relative_path, "reason": reason})
@@ -219,8 +222,8 @@ class Executor(BaseExampleGenExecutor):
       read[split.name] = results.examples
       rejected.append(results[_REJECTED])
       digests.append(results.examples | f"Digest[{split.name}]" >> beam.Map(
-          lambda item, order=order: (item[0], (order, item[1].relative_path,
-                                               item[1].class_name))))
+          lambda item, order=order: (item[0], (order, item[2].relative_path,
+                                               item[2].class_name, item[1]))))
     dropped = beam.pvalue.AsDict(
         digests
         | "AllDigests" >> beam.Flatten()

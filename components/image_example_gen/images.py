@@ -1,6 +1,7 @@
 """Checks one image file and turns it into a tf.Example (or a rejection)."""
 from __future__ import annotations
 
+import hashlib
 import io
 
 from PIL import Image, ImageOps
@@ -117,6 +118,14 @@ def prepare_image(data: bytes, max_side: int = 0) -> tuple[bytes, int, int, str]
   except (OSError, ValueError) as e:  # e.g. a pixel mode Pillow cannot convert
     raise RejectedImage(f"cannot convert this {fmt} image ({image.mode}): {e}") from None
   return encoded, image.height, image.width, stored if fmt in CONVERTED else fmt
+
+
+def photo_digest(data: bytes) -> str:
+  """The same photo whatever its file: sha256 of its decoded pixels (JPEG at the
+  reduced scale ingestion decodes it), so a copy with other metadata or saved
+  again losslessly is found too. `data` must have passed prepare_image."""
+  image = _load(data)
+  return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
 
 
 def upright_bytes(data: bytes) -> bytes:
