@@ -28,8 +28,9 @@ SAME_PHOTO = ("duplicate of", "conflicting labels")
 
 
 def layout_line(config: PipelineConfig) -> str:
-  layout = detect_layout(config.data.root)
-  spans = f"spans up to span-{layout.newest_span} (the newest is used)" if layout.has_spans else "no spans"
+  layout = detect_layout(config.data.root, config.data.spans)
+  spans = (f"spans {', '.join(map(str, layout.spans))} (data.spans={config.data.spans}; "
+           f"test: span {layout.newest_span})" if layout.has_spans else "no spans")
   splits = ("train/validation/test folders" if layout.has_split_folders else
             "no split folders: split " + "/".join(
                 str(config.data.split_ratios[s]) for s in ("train", "validation", "test"))

@@ -38,7 +38,7 @@ def run(config, no_report, console):
   from pipeline.report import write_report
   from pipeline.schema import SchemaError
   try:
-    detect_layout(config.data.root)  # a data problem stops the run before anything is written
+    detect_layout(config.data.root, config.data.spans)  # a data problem stops the run before anything is written
     console.set_log(log_path_for(config.run_dir, "run"))
     result = run_pipeline(config, echo=echo)
   except (DataLayoutError, SchemaError) as e:

@@ -41,6 +41,10 @@ class DataConfig:
   # schema inferred on the first run, <output>/<pipeline name>/schema.pbtxt.
   schema_path: str = ""
   fail_on_anomalies: bool = True      # False: report anomalies but keep going
+  # With span-N/ folders: "all" (every span: more photos, a better model),
+  # "latest" (the newest only) or N (the N newest). The newest span's test
+  # photos are the test split either way.
+  spans: str = "all"
 
 
 @dataclasses.dataclass
@@ -198,6 +202,11 @@ class PipelineConfig:
       raise ConfigError("data.split_ratios needs positive train, validation and test entries, "
                         f"got {self.data.split_ratios}")
     _check_range("data.max_image_side", self.data.max_image_side, 0)
+    spans = str(self.data.spans)
+    if spans not in ("all", "latest") and not (spans.isdigit() and int(spans) > 0):
+      raise ConfigError(f"data.spans must be all, latest or a positive number of spans, "
+                        f"got {spans!r}")
+    self.data.spans = spans
     if 0 < self.data.max_image_side < 32:
       raise ConfigError(f"data.max_image_side must be 0 (keep) or at least 32, "
                         f"got {self.data.max_image_side}")

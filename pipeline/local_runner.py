@@ -94,7 +94,7 @@ def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
   ingestion and statistics are then reused from the cache.
   """
   config.validate()
-  detect_layout(config.data.root)  # a data problem stops the run before anything is written
+  detect_layout(config.data.root, config.data.spans)  # a data problem stops the run before anything is written
   os.makedirs(config.run_dir, exist_ok=True)
   _skip_tfx_sdist_on_direct_runner()
   connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
@@ -126,9 +126,11 @@ def data_lines(examples_uri: str, show: int = 20) -> list[str]:
     report = json.load(f)
   lines = [f"Data: {report['num_examples']} examples, {report['num_rejected']} files "
            f"rejected, {report['num_ignored']} ignored ({report['data_root']})"]
+  spans = report.get("spans") or {}
   for split, counts in report["examples"].items():
+    in_spans = f"  (span {', '.join(map(str, spans[split]))})" if spans.get(split) else ""
     lines.append(f"  {split:<10} {sum(counts.values()):>6}  " +
-                 ", ".join(f"{name} {n}" for name, n in counts.items()))
+                 ", ".join(f"{name} {n}" for name, n in counts.items()) + in_spans)
   for rejected in report["rejected"][:show]:
     lines.append(f"  rejected {rejected['path']}: {rejected['reason']}")
   if report["num_rejected"] > show:

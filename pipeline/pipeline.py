@@ -30,12 +30,12 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
   `data_only=True` stops after the data gate (`finetune check`).
   """
   config.validate()
-  data_layout = detect_layout(config.data.root)
+  data_layout = detect_layout(config.data.root, config.data.spans)
 
   example_gen = ImageExampleGen(
       input_base=config.data.root, data_layout=data_layout,
       split_ratios=config.data.split_ratios,
-      max_image_side=config.data.max_image_side)
+      max_image_side=config.data.max_image_side, spans=config.data.spans)
   statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
   train_config = dataclasses.asdict(config.train)
   # 0: the photos' own size (median short side, 96 to 224 px): no upscaling of thumbnails.

@@ -199,9 +199,12 @@ def _tables(data: dict) -> dict:
   ingestion = data.get("ingestion")
   if ingestion:
     names = ingestion["class_names"]
-    tables["splits"] = _table(["split", *names, "total"],
-                              [[split, *(counts.get(n, 0) for n in names), sum(counts.values())]
-                               for split, counts in ingestion["examples"].items()])
+    spans = ingestion.get("spans") or {}  # which data drops each split holds
+    tables["splits"] = _table(
+        ["split", *names, "total", *(["spans"] if spans else [])],
+        [[split, *(counts.get(n, 0) for n in names), sum(counts.values()),
+          *([", ".join(map(str, spans.get(split, [])))] if spans else [])]
+         for split, counts in ingestion["examples"].items()])
     tables["rejected"] = _table(["file", "reason"],
                                 [[r["path"], r["reason"]] for r in ingestion["rejected"]])
   training = data.get("training") or {}

@@ -44,8 +44,9 @@ CLASS_COLORS = {"cats": (200, 60, 50), "dogs": (40, 80, 210), "birds": (60, 200,
 
 
 def make_dataset(root: pathlib.Path, per_class: dict[str, int], splits=True,
-                 classes=("cats", "dogs")) -> pathlib.Path:
-  """root/[train|validation|test/]<class>/<n>.jpg with the given counts."""
+                 classes=("cats", "dogs"), variant: str = "") -> pathlib.Path:
+  """root/[train|validation|test/]<class>/<n>.jpg with the given counts; another
+  `variant` gives other photos (e.g. one per span), the same one the same bytes."""
   split_names = list(per_class) if splits else [""]
   for split in split_names:
     count = per_class[split] if splits else per_class["all"]
@@ -54,7 +55,8 @@ def make_dataset(root: pathlib.Path, per_class: dict[str, int], splits=True,
       folder.mkdir(parents=True, exist_ok=True)
       for i in range(count):
         (folder / f"{name}.{i}.jpg").write_bytes(
-            image_bytes(CLASS_COLORS[name], seed=zlib.crc32(f"{split}/{name}/{i}".encode())))
+            image_bytes(CLASS_COLORS[name],
+                        seed=zlib.crc32(f"{variant}{split}/{name}/{i}".encode())))
   return root
 
 

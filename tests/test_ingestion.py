@@ -20,15 +20,15 @@ SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
 
 
 def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",),
-           read_back=True):
+           read_back=True, spans="all"):
   """Runs the component's executor as the orchestrator would; returns (report, records)."""
-  component = ImageExampleGen(str(data_root), detect_layout(str(data_root)),
-                              ratios or {"train": 8, "validation": 1, "test": 1}, 1024)
+  component = ImageExampleGen(str(data_root), detect_layout(str(data_root), spans),
+                              ratios or {"train": 8, "validation": 1, "test": 1}, 1024, spans)
   examples = standard_artifacts.Examples()
   examples.uri = str(out_dir)
   exec_properties = {k: proto_utils.proto_to_json(v) if hasattr(v, "DESCRIPTOR") else v
                      for k, v in component.exec_properties.items()}
-  # As the orchestrator does: the driver resolves {SPAN} to the newest span.
+  # As the orchestrator does: the driver fingerprints the input files.
   exec_properties = FileBasedDriver(None).resolve_exec_properties(exec_properties, None, None)
   Executor(Executor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir) + "_tmp")
            ).Do({}, {"examples": [examples]}, exec_properties)
@@ -86,12 +86,39 @@ def test_hash_split_is_stable_and_follows_the_ratios(tmp_path):
   assert 24 <= len(paths["train"]) <= 48 and paths["validation"] and paths["test"]
 
 
-def test_the_newest_span_is_ingested(tmp_path):
-  make_dataset(tmp_path / "photos" / "span-1", {"all": 2}, splits=False)
-  make_dataset(tmp_path / "photos" / "span-2", {"train": 3, "validation": 1, "test": 1})
-  report, records, _ = ingest(tmp_path / "photos", tmp_path / "out")
-  assert report["num_examples"] == 10
-  assert all(r["path"].numpy().startswith(b"span-2/") for recs in records.values() for r in recs)
+def _spans_of(records) -> dict[str, set[str]]:
+  return {split: {r["path"].numpy().decode().split("/")[0] for r in recs}
+          for split, recs in records.items()}
+
+
+def test_spans_all_latest_and_n_with_the_newest_span_as_test(tmp_path):
+  root = tmp_path / "photos"
+  for n in (1, 2, 3):
+    make_dataset(root / f"span-{n}", {"train": 2, "validation": 1, "test": 1}, variant=str(n))
+  report, records, examples = ingest(root, tmp_path / "all")
+  assert _spans_of(records) == {"train": {"span-1", "span-2", "span-3"},
+                                "validation": {"span-1", "span-2", "span-3"}, "test": {"span-3"}}
+  # Older spans' test photos train: nothing is left out.
+  assert {s: len(r) for s, r in records.items()} == {"train": 16, "validation": 6, "test": 2}
+  assert report["spans"] == {"train": [1, 2, 3], "validation": [1, 2, 3], "test": [3]}
+  assert examples.span == 3 and report["num_ignored"] == 0
+
+  report, records, _ = ingest(root, tmp_path / "latest", spans="latest")
+  assert _spans_of(records) == {"train": {"span-3"}, "validation": {"span-3"}, "test": {"span-3"}}
+  assert report["num_ignored"] == 16  # the older spans' files, listed
+  _, records, _ = ingest(root, tmp_path / "two", spans="2")
+  assert _spans_of(records)["validation"] == {"span-2", "span-3"}
+
+
+def test_flat_spans_keep_only_the_newest_span_in_test(tmp_path):
+  root = tmp_path / "photos"
+  for n in (1, 2):
+    make_dataset(root / f"span-{n}", {"all": 10}, splits=False, variant=str(n))
+  report, records, _ = ingest(root, tmp_path / "out", ratios={"train": 4, "validation": 3,
+                                                              "test": 3})
+  spans = _spans_of(records)
+  assert spans["test"] == {"span-2"} and spans["train"] == {"span-1", "span-2"}
+  assert report["num_examples"] == 40
 
 
 @requires_shared()
@@ -154,7 +181,7 @@ def test_camera_names_ingested_extreme_shapes_and_conflicting_labels_rejected(tm
 
 def test_every_file_on_disk_is_an_example_a_rejection_or_ignored(tmp_path):
   root = tmp_path / "photos"
-  make_dataset(root / "span-1", {"all": 1}, splits=False)  # an older span: ignored
+  make_dataset(root / "span-1", {"all": 1}, splits=False)  # an older span: ignored (latest)
   make_dataset(root / "span-2", {"train": 2, "validation": 1, "test": 1})
   stray = {  # a file at every level of the tree
       "README.md": "ignored", ".DS_Store": "ignored", "span-1/notes.txt": "ignored",
@@ -166,7 +193,7 @@ def test_every_file_on_disk_is_an_example_a_rejection_or_ignored(tmp_path):
     (root / rel).parent.mkdir(parents=True, exist_ok=True)
     (root / rel).write_text("not a photo")
 
-  report, _, _ = ingest(root, tmp_path / "out")
+  report, _, _ = ingest(root, tmp_path / "out", spans="latest")
 
   assert report["num_examples"] == 8
   assert [r["path"] for r in report["rejected"]] == ["span-2/train/dogs/notes.txt"]

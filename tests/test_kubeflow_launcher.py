@@ -247,11 +247,11 @@ def test_new_photos_cannot_hit_a_stale_example_gen_cache(store, compiled):
 
 
 def test_a_new_span_is_ingested_without_recompiling(store, tmp_path):
-  """No driver runs on that backend: the executor resolves {SPAN} to the newest span."""
+  """No driver runs on that backend: the executor finds the spans when it runs."""
   data, data_uri = tmp_path / "drops", "s3://photos/drops/cats_vs_dogs"
   counts = {"span-1": {"train": 2, "validation": 1, "test": 1},
             "span-2": {"train": 3, "validation": 1, "test": 1}}
-  make_dataset(data / "span-1", counts["span-1"])
+  make_dataset(data / "span-1", counts["span-1"], variant="1")
   (data / "span-1" / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
   store.upload(data / "span-1", f"{data_uri}/span-1")
   package = tmp_path / "pipeline.yaml"
@@ -270,9 +270,11 @@ def test_a_new_span_is_ingested_without_recompiling(store, tmp_path):
   assert report["num_examples"] == 2 * sum(counts["span-1"].values())
   assert [r["path"] for r in report["rejected"]] == ["span-1/train/cats/broken.jpg"]
 
-  make_dataset(data / "span-2", counts["span-2"])  # the next data drop, same classes
+  make_dataset(data / "span-2", counts["span-2"], variant="2")  # the next drop, same classes
   (data / "span-2" / "train" / "dogs" / "broken.jpg").write_bytes(b"not an image")
   store.upload(data / "span-2", f"{data_uri}/span-2")
-  report = ingest("span-run-2")
-  assert report["num_examples"] == 2 * sum(counts["span-2"].values())
-  assert [r["path"] for r in report["rejected"]] == ["span-2/train/dogs/broken.jpg"]
+  report = ingest("span-run-2")  # data.spans: all
+  assert report["num_examples"] == 2 * sum(map(sum, (c.values() for c in counts.values())))
+  assert report["spans"] == {"train": [1, 2], "validation": [1, 2], "test": [2]}
+  assert [r["path"] for r in report["rejected"]] == ["span-1/train/cats/broken.jpg",
+                                                     "span-2/train/dogs/broken.jpg"]

@@ -21,13 +21,35 @@ def test_flat_class_folders(tmp_path):
   assert layout.split_patterns() == {"all": "*/*"}
 
 
-def test_spans_use_the_newest(tmp_path):
+def test_spans_all_latest_or_the_n_newest(tmp_path):
+  for n in (1, 2, 10):
+    make_dataset(tmp_path / f"span-{n}", {"train": 1, "validation": 1, "test": 1})
+  layout = detect_layout(str(tmp_path))
+  assert layout.spans == (1, 2, 10) and layout.newest_span == 10  # numeric order
+  assert layout.split_patterns()["train"] == "span-*/train/*/*"
+  sources = layout.split_sources(str(tmp_path))
+  assert sources["test"] == [f"{tmp_path}/span-10/test"]
+  assert sources["train"] == [f"{tmp_path}/span-{n}/train" for n in (1, 2, 10)] + [
+      f"{tmp_path}/span-{n}/test" for n in (1, 2)]
+  assert detect_layout(str(tmp_path), "latest").spans == (10,)
+  assert detect_layout(str(tmp_path), "2").spans == (2, 10)
+  assert detect_layout(str(tmp_path), "5").spans == (1, 2, 10)
+
+
+def test_a_span_with_other_classes_stops_naming_it(tmp_path):
   make_dataset(tmp_path / "span-1", {"all": 2}, splits=False)
   make_dataset(tmp_path / "span-2", {"all": 2}, splits=False, classes=("cats", "dogs", "birds"))
-  layout = detect_layout(str(tmp_path))
-  assert layout.has_spans and layout.newest_span == 2
-  assert layout.class_names == ("birds", "cats", "dogs")
-  assert layout.split_patterns() == {"all": "span-{SPAN}/*/*"}
+  with pytest.raises(DataLayoutError, match=r"span-1 has classes cats, dogs, but .*span-2 has "
+                                            r"birds, cats, dogs"):
+    detect_layout(str(tmp_path))
+  assert detect_layout(str(tmp_path), "latest").class_names == ("birds", "cats", "dogs")
+
+
+def test_a_span_folder_must_be_numbered(tmp_path):
+  make_dataset(tmp_path / "span-1", {"all": 2}, splits=False)
+  make_dataset(tmp_path / "span-two", {"all": 2}, splits=False)
+  with pytest.raises(DataLayoutError, match=r"span-<number>: .*span-two"):
+    detect_layout(str(tmp_path))
 
 
 def test_missing_root_names_the_path(tmp_path):
@@ -75,7 +97,7 @@ def test_files_outside_the_split_folders_are_found_at_every_level(tmp_path):
   for rel in ("README.md", ".DS_Store", "span-2/notes.txt", "span-2/extra/x.txt"):
     (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / rel).write_text("x")
-  layout = detect_layout(str(tmp_path))
+  layout = detect_layout(str(tmp_path), "latest")
   assert files_outside(str(tmp_path), list(layout.split_dirs)) == [
       ".DS_Store", "README.md", "span-1/cats/cats.0.jpg", "span-1/dogs/dogs.0.jpg",
       "span-2/extra/x.txt", "span-2/notes.txt"]

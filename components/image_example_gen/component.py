@@ -1,8 +1,8 @@
 """ImageExampleGen: a FileBasedExampleGen whose executor reads image folders.
 
-Reusing FileBasedExampleGen keeps TFX's span resolution ({SPAN} patterns,
-newest span wins), input fingerprinting (unchanged folders hit the cache) and
-hash splitting; only the file -> tf.Example step is ours.
+Reusing FileBasedExampleGen keeps TFX's input fingerprinting (unchanged
+folders hit the cache) and hash splitting; which spans to read (data.spans)
+and the file -> tf.Example step are ours.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ class ImageExampleGenSpec(standard_component_specs.FileBasedExampleGenSpec):
   PARAMETERS = {
       **standard_component_specs.FileBasedExampleGenSpec.PARAMETERS,
       executor.MAX_IMAGE_SIDE_KEY: ExecutionParameter(type=int),
+      executor.SPANS_KEY: ExecutionParameter(type=str),
   }
 
 
@@ -29,7 +30,7 @@ class ImageExampleGen(FileBasedExampleGen):
   EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
   def __init__(self, input_base: str, data_layout: Layout,
-               split_ratios: dict[str, int], max_image_side: int = 0):
+               split_ratios: dict[str, int], max_image_side: int = 0, spans: str = "all"):
     """`split_ratios` applies only when the data has no split folders."""
     patterns = data_layout.split_patterns()
     input_config = example_gen_pb2.Input(splits=[
@@ -47,5 +48,6 @@ class ImageExampleGen(FileBasedExampleGen):
         output_data_format=example_gen_pb2.FORMAT_TF_EXAMPLE,
         output_file_format=example_gen_pb2.FORMAT_TFRECORDS_GZIP,
         max_image_side=max_image_side,
+        spans=spans,
         examples=types.Channel(type=standard_artifacts.Examples))
     base_beam_component.BaseBeamComponent.__init__(self, spec=spec)

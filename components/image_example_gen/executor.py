@@ -33,8 +33,10 @@ from components.image_example_gen.images import (RejectedImage, make_example, ph
                                                  prepare_image)
 
 MAX_IMAGE_SIDE_KEY = "max_image_side"
+SPANS_KEY = "spans"
 REPORT_DIR = "ingestion"
 _REPORT_DIR_KEY = "_ingestion_report_dir"
+_LAYOUT_KEY = "_layout"
 _REJECTED = "rejected"
 CONFLICT = "conflicting labels"  # how the rejection reason of such a photo starts
 
@@ -51,30 +53,8 @@ def labels_path(examples_uri: str) -> str:
   return posixpath.join(examples_uri, REPORT_DIR, "labels.json")
 
 
-def _split_dirs(exec_properties: dict[str, Any]) -> list[str]:
-  input_config = example_gen_pb2.Input()
-  proto_utils.json_to_proto(exec_properties["input_config"], input_config)
-  root = exec_properties["input_base"]
-  return [layout.split_dir_of(posixpath.join(root, s.pattern))
-          for s in input_config.splits]
-
-
-def _resolve_span(exec_properties: dict[str, Any], examples) -> dict[str, Any]:
-  """`{SPAN}` in the split patterns -> the newest span, as TFX's driver does.
-
-  The local runner runs that driver before the executor; the open-source
-  Kubeflow backend does not, so a package compiled once still finds the span
-  folders that arrived later. Records the span on the Examples artifact.
-  """
-  input_config = example_gen_pb2.Input()
-  proto_utils.json_to_proto(exec_properties["input_config"], input_config)
-  if not any("{SPAN}" in split.pattern for split in input_config.splits):
-    return exec_properties
-  fingerprint, span, _ = example_gen_utils.calculate_splits_fingerprint_span_and_version(
-      exec_properties["input_base"], input_config.splits)  # rewrites the patterns
-  examples.span = span
-  return {**exec_properties, "input_config": proto_utils.proto_to_json(input_config),
-          "span": span, "input_fingerprint": fingerprint}
+def _path_of(example: tf.train.Example) -> str:
+  return example.features.feature["path"].bytes_list.value[0].decode()
 
 
 class _ToExample(beam.DoFn):
@@ -205,14 +185,19 @@ class Executor(BaseExampleGenExecutor):
     proto_utils.json_to_proto(exec_properties["input_config"], input_config)
     proto_utils.json_to_proto(exec_properties["output_config"], output_config)
     root = exec_properties["input_base"]
-    names = layout.class_names(_split_dirs(exec_properties))
+    data_layout = exec_properties[_LAYOUT_KEY]
+    names = list(data_layout.class_names)
+    sources = data_layout.split_sources(root)
     report_dir = exec_properties[_REPORT_DIR_KEY]
     to_example = _ToExample(names, exec_properties.get(MAX_IMAGE_SIDE_KEY) or 0)
 
     read, rejected, digests = {}, [], []
     for order, split in enumerate(input_config.splits):
-      split_dir = layout.split_dir_of(posixpath.join(root, split.pattern))
-      files, ignored = layout.list_split(root, split_dir, names)
+      files, ignored = [], []
+      for split_dir in sources[split.name]:
+        listed, skipped = layout.list_split(root, split_dir, names)
+        files += listed
+        ignored += skipped
       with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split.name}.json"), "w") as f:
         json.dump({"listed": len(files), "ignored": ignored}, f)
       results = (pipeline
@@ -246,10 +231,16 @@ class Executor(BaseExampleGenExecutor):
       return dict(zip(split_names, (kept[s.name] for s in input_config.splits)))
     buckets = list(itertools.accumulate(s.hash_buckets for s in output_config.split_config.splits))
     (examples,) = kept.values()
-    parts = examples | "SplitData" >> beam.Partition(
+    parts = dict(zip(split_names, examples | "SplitData" >> beam.Partition(
         base_example_gen_executor._PartitionFn,  # pylint: disable=protected-access
-        len(buckets), buckets, output_config.split_config)
-    return dict(zip(split_names, parts))
+        len(buckets), buckets, output_config.split_config)))
+    if len(data_layout.spans) > 1:  # the test split is the newest span's; the rest trains
+      newest = f"span-{data_layout.newest_span}/"
+      test, older = parts["test"] | "NewestSpanTest" >> beam.Partition(
+          lambda example, _: 0 if _path_of(example).startswith(newest) else 1, 2)
+      parts["test"] = test
+      parts["train"] = (parts["train"], older) | "OlderTestsTrain" >> beam.Flatten()
+    return parts
 
   def _write_examples(self, examples, exec_properties: dict[str, Any]) -> None:
     """BaseExampleGenExecutor.Do, writing each split with `_WriteSplit`."""
@@ -267,14 +258,19 @@ class Executor(BaseExampleGenExecutor):
   def Do(self, input_dict, output_dict, exec_properties) -> None:
     self._log_startup(input_dict, output_dict, exec_properties)
     examples = artifact_utils.get_single_instance(output_dict["examples"])
-    exec_properties = _resolve_span(exec_properties, examples)
+    # Spans are read now, not when the pipeline was built: a schedule compiled
+    # once (Kubeflow) picks up the data drops that arrived since.
+    root = exec_properties["input_base"]
+    data_layout = layout.detect_layout(root, exec_properties.get(SPANS_KEY) or "all")
+    examples.span = data_layout.newest_span or 0
     report_dir = posixpath.join(examples.uri, REPORT_DIR)
     tf.io.gfile.makedirs(report_dir)
-    names = layout.class_names(_split_dirs(exec_properties))
+    names = list(data_layout.class_names)
     with tf.io.gfile.GFile(labels_path(examples.uri), "w") as f:
       json.dump({"class_names": names}, f)
 
-    self._write_examples(examples, {**exec_properties, _REPORT_DIR_KEY: report_dir})
+    self._write_examples(examples, {**exec_properties, _REPORT_DIR_KEY: report_dir,
+                                    _LAYOUT_KEY: data_layout})
 
     rejected, ignored, listed = [], [], 0
     for path in sorted(tf.io.gfile.glob(posixpath.join(report_dir, "rejected-*.jsonl"))):
@@ -285,7 +281,8 @@ class Executor(BaseExampleGenExecutor):
         listing = json.load(f)
       ignored += listing["ignored"]
       listed += listing["listed"]
-    ignored += layout.files_outside(exec_properties["input_base"], _split_dirs(exec_properties))
+    read_dirs = [d for dirs in data_layout.split_sources(root).values() for d in dirs]
+    ignored += layout.files_outside(root, read_dirs)
     counts = {
         split: _count_labels(artifact_utils.get_split_uri([examples], split), names)
         for split in artifact_utils.decode_split_names(examples.split_names)}
@@ -294,14 +291,16 @@ class Executor(BaseExampleGenExecutor):
       # Every photo must end up as an example or a listed rejection; never vanish.
       runner_args = [a for a in self._beam_pipeline_args if a.startswith(("--runner", "--direct"))]
       raise IngestionIncompleteError(
-          f"{listed} image files were listed under {exec_properties['input_base']}, but "
+          f"{listed} image files were listed under {root}, but "
           f"{written} examples were written and {len(rejected)} files rejected: "
           f"{listed - written - len(rejected)} went missing in the Beam pipeline "
           f"(Beam arguments: {' '.join(runner_args) or 'defaults'}). "
           "Rerun; if it persists, use --beam-arg=--direct_running_mode=in_memory.")
     report = {
-        "data_root": exec_properties["input_base"],
+        "data_root": root,
         "class_names": names,
+        # Which data drops each split holds ([] without span folders).
+        "spans": data_layout.spans_per_split() if data_layout.spans else {},
         "examples": counts,
         "num_examples": sum(sum(c.values()) for c in counts.values()),
         "num_rejected": len(rejected),

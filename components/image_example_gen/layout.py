@@ -4,8 +4,12 @@ Accepted layouts (class folders hold the images):
 
     root/cats/*.jpg, root/dogs/*.jpg                      hash-split by path
     root/train|validation|test/cats/*.jpg ...             split folders
-    root/span-1/..., root/span-2/...                      one folder per data drop;
-                                                          the newest span is used
+    root/span-1/..., root/span-2/...                      one folder per data drop
+                                                          (data.spans: all, latest or N)
+
+With spans, training and validation use every selected span, and the test
+split is the newest span's alone, so a candidate and the served model are
+compared on the same new photos; older spans' test photos join training.
 
 The same code answers at pipeline-construction time (to build the ExampleGen's
 input/output config) and inside the executor (to list the files), so a layout
@@ -21,7 +25,7 @@ import tensorflow as tf
 
 SPLIT_FOLDERS = ("train", "validation", "test")
 SPAN_DIR = re.compile(r"^span-(\d+)$")
-SPAN_PATTERN = "span-{SPAN}"
+SPAN_GLOB = "span-*"
 
 
 class DataLayoutError(ValueError):
@@ -48,49 +52,93 @@ def _subdirs(path: str) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """The shape of a data root, as the ExampleGen needs it."""
-  has_spans: bool
   has_split_folders: bool
-  newest_span: int | None
-  class_names: tuple[str, ...]  # of the newest span; label i is class_names[i]
-  split_dirs: tuple[str, ...] = ()  # the newest span's split folders (or its root)
+  class_names: tuple[str, ...]  # label i is class_names[i], the same in every span
+  spans: tuple[int, ...] = ()   # the spans used, oldest first; () without span folders
+  split_dirs: tuple[str, ...] = ()  # every folder read (split folders, or class-folder roots)
+
+  @property
+  def has_spans(self) -> bool:
+    return bool(self.spans)
+
+  @property
+  def newest_span(self) -> int | None:
+    return self.spans[-1] if self.spans else None
 
   def split_patterns(self) -> dict[str, str]:
-    """Input split name -> glob pattern relative to the data root."""
-    prefix = SPAN_PATTERN + "/" if self.has_spans else ""
+    """Input split name -> glob pattern relative to the data root (TFX's
+    driver fingerprints the files they match: a changed span reruns ingestion)."""
+    prefix = SPAN_GLOB + "/" if self.has_spans else ""
     if self.has_split_folders:
       return {s: f"{prefix}{s}/*/*" for s in SPLIT_FOLDERS}
     return {"all": f"{prefix}*/*"}
 
+  def split_sources(self, data_root: str) -> dict[str, list[str]]:
+    """Input split name -> the folders it reads: the newest span's test folder
+    is the test split; older spans' test folders join training."""
+    roots = ([posixpath.join(data_root, f"span-{n}") for n in self.spans] if self.spans
+             else [data_root])
+    if not self.has_split_folders:
+      return {"all": roots}
+    return {"train": [posixpath.join(r, "train") for r in roots]
+                     + [posixpath.join(r, "test") for r in roots[:-1]],
+            "validation": [posixpath.join(r, "validation") for r in roots],
+            "test": [posixpath.join(roots[-1], "test")]}
 
-def detect_layout(data_root: str) -> Layout:
+  def spans_per_split(self) -> dict[str, list[int]]:
+    """Which spans each output split holds, for the report."""
+    spans = list(self.spans)
+    return {"train": spans, "validation": spans, "test": spans[-1:]}
+
+
+def select_spans(found: list[int], setting: str) -> list[int]:
+  """data.spans: "all" (default), "latest", or N (the N most recent)."""
+  if setting == "latest":
+    return found[-1:]
+  if setting == "all":
+    return found
+  return found[-int(setting):]
+
+
+def _span_numbers(data_root: str, top: list[str]) -> list[int]:
+  spans = []
+  for name in top:
+    if name.lower().startswith("span"):
+      match = SPAN_DIR.match(name)
+      if not match:
+        raise DataLayoutError(f"Span folder names are span-<number>: "
+                              f"{posixpath.join(data_root, name)}")
+      spans.append(int(match.group(1)))
+  return sorted(spans)
+
+
+def detect_layout(data_root: str, spans: str = "all") -> Layout:
   """Inspects `data_root` (local path or bucket URI) and checks it is usable."""
   if not tf.io.gfile.isdir(data_root):
     raise DataLayoutError(f"Data root not found or not a folder: {data_root}")
-  top = _subdirs(data_root)
-  spans = [int(m.group(1)) for m in map(SPAN_DIR.match, top) if m]
-  newest_span = max(spans) if spans else None
-  content_root = (posixpath.join(data_root, f"span-{newest_span}")
-                  if spans else data_root)
-  folders = _subdirs(content_root)
-  has_split_folders = any(f in SPLIT_FOLDERS for f in folders)
-  split_dirs = ([posixpath.join(content_root, s) for s in SPLIT_FOLDERS]
-                if has_split_folders else [content_root])
-  names = class_names(split_dirs)  # raises on missing/empty/too few classes
-  return Layout(bool(spans), has_split_folders, newest_span, tuple(names), tuple(split_dirs))
+  selected = select_spans(_span_numbers(data_root, _subdirs(data_root)), spans)
+  roots = [posixpath.join(data_root, f"span-{n}") for n in selected] or [data_root]
+  has_split_folders = any(f in SPLIT_FOLDERS for f in _subdirs(roots[-1]))
+  per_root = {}
+  for root in roots:
+    dirs = ([posixpath.join(root, s) for s in SPLIT_FOLDERS] if has_split_folders else [root])
+    per_root[root] = (dirs, class_names(dirs))  # raises on missing/empty/too few classes
+  names = per_root[roots[-1]][1]
+  for root, (_, found) in per_root.items():
+    if found != names:
+      raise DataLayoutError(
+          f"{root} has classes {', '.join(found)}, but {roots[-1]} has {', '.join(names)}: "
+          "every span needs the same class folders (the label mapping must not change)")
+  split_dirs = tuple(d for dirs, _ in per_root.values() for d in dirs)
+  return Layout(has_split_folders, tuple(names), tuple(selected), split_dirs)
 
 
 def sample_files(data_root: str, layout: Layout, count: int) -> list[str]:
-  """Up to `count` photo paths spread evenly over the newest span's listing."""
+  """Up to `count` photo paths spread evenly over the folders the run reads."""
   files = [f.path for split_dir in layout.split_dirs
            for f in list_split(data_root, split_dir, list(layout.class_names))[0]]
   step = max(1, len(files) // count)
   return files[::step][:count]
-
-
-def split_dir_of(pattern: str) -> str:
-  """'/root/span-2/train/*/*' -> '/root/span-2/train'."""
-  assert pattern.endswith("/*/*"), pattern
-  return pattern[:-len("/*/*")]
 
 
 def class_names(split_dirs: list[str]) -> list[str]:
