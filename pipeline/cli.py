@@ -37,8 +37,14 @@ def run(config, no_report, console):
   from pipeline.local_runner import run_pipeline, summarize
   from pipeline.report import write_report
   from pipeline.schema import SchemaError
+  from pipeline import freshness
   try:
-    detect_layout(config.data.root, config.data.spans)  # a data problem stops the run before anything is written
+    # A data problem stops the run before anything is written.
+    layout = detect_layout(config.data.root, config.data.spans)
+    seen = freshness.unchanged_since(config)
+    if seen:  # a scheduled run with no new photos: one line, nothing touched
+      echo(freshness.nothing_new_line(seen))
+      return
     console.set_log(log_path_for(config.run_dir, "run"))
     result = run_pipeline(config, echo=echo)
   except (DataLayoutError, SchemaError) as e:
@@ -52,6 +58,7 @@ def run(config, no_report, console):
     sys.exit(2)
   except KeyboardInterrupt:
     _interrupted(echo)
+  freshness.record_success(config, result.run_id, list(layout.spans))
   echo("\n".join(summarize(config, result)))
   if not no_report:
     echo("Writing the run report ...")

@@ -148,6 +148,12 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
   if anomalies is not None:
     found = read_anomalies(anomalies.uri, anomalies.properties["split_names"].string_value)
     lines.append("Anomalies: " + ("none" if not found else "\n  " + "\n  ".join(found)))
+  drift = run.artifact("SpanDrift", "drift")
+  if drift is not None and "compared" in drift.custom_properties:
+    found = read_anomalies(drift.uri, drift.properties["split_names"].string_value)
+    lines.append(f"Drift ({drift.custom_properties['compared'].string_value}): "
+                 + ("within the schema's thresholds" if not found
+                    else "\n  " + "\n  ".join(found)))
   model = run.artifact("Trainer", "model")
   summary_path = model and os.path.join(model.uri, "training_summary.json")
   if summary_path and tf.io.gfile.exists(summary_path):

@@ -8,6 +8,7 @@ from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 
 from components.blessing import BlessingGate
 from components.data_gate import DataGate
+from components.drift import SpanDrift
 from components.evaluation import eval_config
 from components.image_example_gen import ImageExampleGen, detect_layout
 from components.image_example_gen.images import typical_size
@@ -50,10 +51,13 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       schema=schema_gen.outputs["schema"])
   data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                        fail_on_anomalies=config.data.fail_on_anomalies)
+  span_drift = SpanDrift(examples=example_gen.outputs["examples"],
+                         schema=schema_gen.outputs["schema"],
+                         fail_on_anomalies=config.data.fail_on_anomalies)
 
   if data_only:
     return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator,
-                              data_gate], metadata_connection_config)
+                              data_gate, span_drift], metadata_connection_config)
 
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
@@ -64,6 +68,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       materialize=False, disable_statistics=True,
       splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN]))
   transform.add_upstream_node(data_gate)  # no training on data with anomalies
+  transform.add_upstream_node(span_drift)  # nor on a data drop that drifted
 
   trainer = tfx.components.Trainer(
       run_fn="components.trainer.train.run_fn",
@@ -80,7 +85,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       example_splits=[TEST],
       eval_config=eval_config(len(data_layout.class_names)))
   components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate,
-                transform, trainer, evaluator]
+                span_drift, transform, trainer, evaluator]
   if experiment:
     return _pipeline(config, components, metadata_connection_config)
 

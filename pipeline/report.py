@@ -82,6 +82,10 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
   if anomalies is not None:
     data["anomalies"] = read_anomalies(anomalies.uri,
                                        anomalies.properties["split_names"].string_value)
+  drift = run.artifact("SpanDrift", "drift")
+  if drift is not None:  # the newest span against the previous one, in the same list
+    data.setdefault("anomalies", []).extend(
+        read_anomalies(drift.uri, drift.properties["split_names"].string_value))
   model = run.artifact("Trainer", "model")
   if model is not None:
     data["history"] = _read_json(os.path.join(model.uri, HISTORY_FILE))

@@ -25,6 +25,20 @@ HEADER = """\
 """
 
 
+# Drift between the newest span and the previous one (components/drift.py):
+# feature -> (TFDV comparator, threshold). Class balance moves more than
+# formats between honest data drops; sizes change when the camera does.
+DRIFT_COMPARATORS = {"class_name": ("infinity_norm", 0.2), "format": ("infinity_norm", 0.25),
+                     "height": ("jensen_shannon_divergence", 0.3),
+                     "width": ("jensen_shannon_divergence", 0.3)}
+
+
+def add_drift_comparators(schema) -> None:
+  features = {f.name: f for f in schema.feature}
+  for name, (comparator, threshold) in DRIFT_COMPARATORS.items():
+    getattr(features[name].drift_comparator, comparator).threshold = threshold
+
+
 def infer_schema(statistics_uri: str, class_names: list[str], split: str = "train"):
   """A schema_pb2.Schema for the examples ImageExampleGen wrote, from one split's statistics."""
   import tensorflow_data_validation as tfdv
@@ -46,6 +60,7 @@ def infer_schema(statistics_uri: str, class_names: list[str], split: str = "trai
   for name, values in domains.items():
     features[name].domain = name
     schema.string_domain.add(name=name, value=values)
+  add_drift_comparators(schema)
   return schema
 
 

@@ -162,7 +162,7 @@ def test_history_shows_a_rolled_back_version(copied_run):
 def test_rollback_waits_for_no_run(copied_run):
   outputs, model_dir, _, version = copied_run
   shutil.copytree(model_dir / str(version), model_dir / str(version + 100))
-  with run_lock(str(next(outputs.iterdir())), 0):  # a run in progress
+  with run_lock(str(model_dir.parents[1]), 0):  # a run in progress (<output>/<pipeline>)
     result = _invoke(rollback_command, outputs)
   assert result.exit_code == EX_TEMPFAIL, result.output
   assert "another run holds the lock" in result.output

@@ -30,8 +30,9 @@ from kfp_launcher import TaskFailed
 
 IMAGE = "example/finetune:test"
 PER_SPLIT = {"train": 12, "validation": 4, "test": 4}
-DAG_ORDER = ["ImageExampleGen", "SchemaImporter", "StatisticsGen", "ExampleValidator",
-             "DataGate", "Transform", "Trainer", "Evaluator", "BlessingGate", "Pusher"]
+DAG_ORDER = ["ImageExampleGen", "SchemaImporter", "SpanDrift", "StatisticsGen",
+             "ExampleValidator", "DataGate", "Transform", "Trainer", "Evaluator", "BlessingGate",
+             "Pusher"]
 REGION = "us-east-1"
 # The namespace's secret the package names; its values are planted to be looked for.
 SECRET_NAME = "finetune-s3"

@@ -37,7 +37,7 @@ def test_killed_run_resumes_reusing_what_finished(tmp_path):
     assert f"{node} cached (inputs unchanged)" in second.stdout
   assert "Trainer done" in second.stdout and "Pushed:" in second.stdout
   # Every finished run ends with its report.
-  report = second.stdout.rsplit("Report: ", 1)[1].strip()
+  report = second.stdout.rsplit("Report: ", 1)[1].splitlines()[0].strip()
   assert report.endswith("index.html") and os.path.isfile(report)
 
   config = load_config(None, overrides).validate()
