@@ -12,12 +12,7 @@ from pipeline import storage
 from pipeline.cli_options import VERBOSE, fail, run_options
 from pipeline.console import log_path_for, quiet
 from pipeline.config import ConfigError, recorded_config
-
-
-def _interrupted(echo):
-  echo("\nInterrupted. Finished steps are recorded in ML Metadata: run the same "
-       "command again to resume from them.", err=True)
-  sys.exit(130)
+from pipeline.run_lock import EX_TEMPFAIL
 
 
 @click.group()
@@ -28,43 +23,18 @@ def main():
 @main.command()
 @run_options
 @click.option("--no-report", is_flag=True, help="Skip writing the HTML run report.")
-def run(config, no_report, console):
-  """Run the pipeline locally (ingest, validate, transform, train, evaluate, push)."""
-  echo = console.echo
-  from components.data_gate import DataAnomaliesError
-  from components.image_example_gen import DataLayoutError, detect_layout
-  from pipeline import runs
-  from pipeline.local_runner import run_pipeline, summarize
-  from pipeline.report import write_report
-  from pipeline.schema import SchemaError
-  from pipeline import freshness
-  try:
-    # A data problem stops the run before anything is written.
-    layout = detect_layout(config.data.root, config.data.spans)
-    seen = freshness.unchanged_since(config)
-    if seen:  # a scheduled run with no new photos: one line, nothing touched
-      echo(freshness.nothing_new_line(seen))
-      return
-    console.set_log(log_path_for(config.run_dir, "run"))
-    result = run_pipeline(config, echo=echo)
-  except (DataLayoutError, SchemaError) as e:
-    echo(f"Run stopped: {e}", err=True)
-    sys.exit(2)
-  except DataAnomaliesError as e:
-    echo(f"Run stopped: {e}", err=True)
-    if not no_report:  # the report shows the data summary and the anomalies
-      path = write_report(config, runs.load_run(runs.open_store(config.metadata_path)))
-      echo(f"Report: {path}", err=True)
-    sys.exit(2)
-  except KeyboardInterrupt:
-    _interrupted(echo)
-  freshness.record_success(config, result.run_id, list(layout.spans))
-  echo("\n".join(summarize(config, result)))
-  if not no_report:
-    echo("Writing the run report ...")
-    echo(f"Report: {write_report(config, result)}")
-  if console.log_path:
-    echo(f"Log: {console.log_path}")
+@click.option("--wait-for-lock", type=click.FloatRange(min=0), default=0, show_default=True,
+              metavar="SECONDS",
+              help="If another run holds this output folder, wait this long for it, "
+                   f"then exit {EX_TEMPFAIL}.")
+def run(config, no_report, wait_for_lock, console):
+  """Run the pipeline locally (ingest, validate, transform, train, evaluate, push).
+
+  One run at a time per output folder; with nothing new since the last
+  successful run, it says so and does nothing (deploy/schedule/README.md).
+  """
+  from pipeline import run_command
+  run_command.run(config, no_report, wait_for_lock, console)
 
 
 @main.command()
@@ -163,11 +133,12 @@ def _experiment(config, kind, values, comparison_dir, console):
     fail("give at least one value")
   console.set_log(log_path_for(config.run_dir, f"experiment-{kind}"))
   from pipeline.experiment import run_experiment, to_markdown, KINDS
+  from pipeline.run_command import interrupted
   try:
     rows, out = run_experiment(config, kind, values, echo=console.echo,
                                output_dir=comparison_dir)
   except KeyboardInterrupt:
-    _interrupted(console.echo)
+    interrupted(console.echo)
   console.echo("\n" + to_markdown(rows, KINDS[kind]))
   console.echo(f"Comparison: {out}/comparison.csv, comparison.md, comparison.png")
   if console.log_path:
@@ -199,11 +170,14 @@ def unfreeze(config, values, comparison_dir, console):
   _experiment(config, "unfreeze", values, comparison_dir, console)
 
 
+from pipeline.history_cli import history, rollback  # noqa: E402
 from pipeline.kubeflow_cli import kubeflow  # noqa: E402
 from pipeline.predict import predict  # noqa: E402
 
+main.add_command(history)
 main.add_command(kubeflow)
 main.add_command(predict)
+main.add_command(rollback)
 
 
 def entry():

@@ -52,7 +52,8 @@ def test_rollback_refusals_name_the_folder(tmp_path):
   model_dir = _fake_versions(tmp_path / "model", [100])
   with pytest.raises(RollbackError, match=r"version 100 is the only version served under .*model"):
     rollback(str(model_dir))
-  with pytest.raises(RollbackError, match=r"unknown version 7 under .*model \(served versions: 100\)"):
+  with pytest.raises(RollbackError,
+                     match=r"unknown version 7 under .*model \(served versions: 100\)"):
     rollback(str(model_dir), 7)
   with pytest.raises(RollbackError, match="no model is served under"):
     rollback(str(tmp_path / "nothing"))

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -99,10 +100,12 @@ def test_the_lock_is_per_run_dir_and_reusable(tmp_path):
       pass
 
 
-def test_a_bucket_run_dir_is_locked_on_this_machine(tmp_path):
+def test_a_bucket_run_dir_is_locked_on_this_machine(tmp_path, monkeypatch):
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where its lock file goes
   with run_lock("gs://bucket/outputs/cats", 0):
     with pytest.raises(RunLocked, match="gs://bucket/outputs/cats"):
       with run_lock("gs://bucket/outputs/cats", 0):
         pass
     with run_lock("gs://bucket/outputs/dogs", 0):
       pass
+  assert len(list((tmp_path / "finetune-locks").iterdir())) == 2

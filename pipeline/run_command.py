@@ -1,0 +1,67 @@
+"""What `finetune run` does around the pipeline: the data check, the output
+folder's lock, the no-op when nothing is new, the summary, report and log."""
+from __future__ import annotations
+
+import sys
+
+from pipeline.cli_options import fail
+from pipeline.config import PipelineConfig
+from pipeline.console import Console, log_path_for
+
+
+def interrupted(echo):
+  echo("\nInterrupted. Finished steps are recorded in ML Metadata: run the same "
+       "command again to resume from them.", err=True)
+  sys.exit(130)
+
+
+def run(config: PipelineConfig, no_report: bool, wait_for_lock: float, console: Console) -> None:
+  from components.image_example_gen import DataLayoutError, detect_layout
+  from pipeline.run_lock import RunLocked, run_lock
+  try:
+    # A data problem stops the run before anything is written, the lock file included.
+    layout = detect_layout(config.data.root, config.data.spans)
+  except DataLayoutError as e:
+    console.echo(f"Run stopped: {e}", err=True)
+    sys.exit(2)
+  try:
+    # Overlapping scheduled runs must not share the metadata store or the serving folder.
+    with run_lock(config.run_dir, wait_for_lock):
+      _run_locked(config, no_report, list(layout.spans), console)
+  except RunLocked as e:
+    fail(str(e), e.exit_code)
+
+
+def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], console: Console):
+  from components.data_gate import DataAnomaliesError
+  from components.image_example_gen import DataLayoutError
+  from pipeline import freshness, runs
+  from pipeline.local_runner import run_pipeline, summarize
+  from pipeline.report import write_report
+  from pipeline.schema import SchemaError
+  echo = console.echo
+  seen = freshness.unchanged_since(config)
+  if seen:  # a scheduled run with no new photos: one line, nothing touched
+    echo(freshness.nothing_new_line(seen))
+    return
+  console.set_log(log_path_for(config.run_dir, "run"))
+  try:
+    result = run_pipeline(config, echo=echo)
+  except (DataLayoutError, SchemaError) as e:
+    echo(f"Run stopped: {e}", err=True)
+    sys.exit(2)
+  except DataAnomaliesError as e:
+    echo(f"Run stopped: {e}", err=True)
+    if not no_report:  # the report shows the data summary and the anomalies
+      path = write_report(config, runs.load_run(runs.open_store(config.metadata_path)))
+      echo(f"Report: {path}", err=True)
+    sys.exit(2)
+  except KeyboardInterrupt:
+    interrupted(echo)
+  freshness.record_success(config, result.run_id, spans)
+  echo("\n".join(summarize(config, result)))
+  if not no_report:
+    echo("Writing the run report ...")
+    echo(f"Report: {write_report(config, result)}")
+  if console.log_path:
+    echo(f"Log: {console.log_path}")
