@@ -34,11 +34,13 @@ class Console:
                                  TimeElapsedColumn, TimeRemainingColumn)
       self._bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                            console=RichConsole(file=out), transient=True)
+                            console=RichConsole(file=out), transient=True,
+                            # Other libraries' prints belong in the log, not above the bars.
+                            redirect_stdout=False, redirect_stderr=False)
 
   def echo(self, line: str = "", err: bool = False) -> None:
     if self._bars is not None and not err:
-      self._bars.console.print(line, markup=False, highlight=False)
+      self._bars.console.print(line, markup=False, highlight=False, soft_wrap=True)
     else:
       click.echo(line, file=self.err if err else self.out)
 
