@@ -18,7 +18,8 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 FOREIGN = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |^[IWEF]\d{4} \d\d:\d\d:\d\d"
                      r"|Warning: |^WARNING:|^INFO:")
 # Every line a run prints: component progress, epochs, the summary, the report and log.
-OURS = re.compile(r"^(\[\d\d:\d\d:\d\d\] \w+ |Pipeline |Training phase \d|Run |Data: |Anomalies: "
+OURS = re.compile(r"^(\[\d\d:\d\d:\d\d\] \w+ |Pipeline |Ingestion: |Training phase \d|Run |Data: "
+                  r"|Anomalies: "
                   r"|Exported: |Evaluation on |Pushed: |Not pushed: |Artifacts: |Writing the run "
                   r"|Report: |Log: |  )")
 

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import json
 import posixpath
+import time
 from typing import Any
 
 import apache_beam as beam
@@ -28,6 +29,7 @@ from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
+from components import progress
 from components.image_example_gen import layout
 from components.image_example_gen.images import (RejectedImage, make_example, photo_digest,
                                                  prepare_image)
@@ -39,6 +41,7 @@ _REPORT_DIR_KEY = "_ingestion_report_dir"
 _LAYOUT_KEY = "_layout"
 _REJECTED = "rejected"
 CONFLICT = "conflicting labels"  # how the rejection reason of such a photo starts
+PROGRESS_TASK = "Reading photos"
 
 
 class IngestionIncompleteError(RuntimeError):
@@ -65,6 +68,7 @@ class _ToExample(beam.DoFn):
     self._max_side = max_side
 
   def process(self, listed: layout.ListedFile):
+    progress.advance(PROGRESS_TASK)  # seen on the local console (in-process Beam) only
     try:
       with tf.io.gfile.GFile(listed.path, "rb") as f:
         data = f.read()
@@ -191,13 +195,14 @@ class Executor(BaseExampleGenExecutor):
     report_dir = exec_properties[_REPORT_DIR_KEY]
     to_example = _ToExample(names, exec_properties.get(MAX_IMAGE_SIDE_KEY) or 0)
 
-    read, rejected, digests = {}, [], []
+    read, rejected, digests, listed_count = {}, [], [], 0
     for order, split in enumerate(input_config.splits):
       files, ignored = [], []
       for split_dir in sources[split.name]:
         listed, skipped = layout.list_split(root, split_dir, names)
         files += listed
         ignored += skipped
+      listed_count += len(files)
       with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split.name}.json"), "w") as f:
         json.dump({"listed": len(files), "ignored": ignored}, f)
       results = (pipeline
@@ -209,6 +214,7 @@ class Executor(BaseExampleGenExecutor):
       digests.append(results.examples | f"Digest[{split.name}]" >> beam.Map(
           lambda item, order=order: (item[0], (order, item[2].relative_path,
                                                item[2].class_name, item[1]))))
+    progress.start(PROGRESS_TASK, listed_count)
     dropped = beam.pvalue.AsDict(
         digests
         | "AllDigests" >> beam.Flatten()
@@ -249,10 +255,12 @@ class Executor(BaseExampleGenExecutor):
     proto_utils.json_to_proto(exec_properties["output_config"], output_config)
     examples.split_names = artifact_utils.encode_split_names(
         example_gen_utils.generate_output_split_names(input_config, output_config))
+    began = time.time()
     with self._make_beam_pipeline() as pipeline:
       for split, split_examples in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
         _ = split_examples | f"WriteSplit[{split}]" >> _WriteSplit(
             artifact_utils.get_split_uri([examples], split))
+    progress.finish(PROGRESS_TASK, f"Ingestion: photos read in {time.time() - began:.0f}s")
     examples_utils.set_payload_format(examples, exec_properties["output_data_format"])
 
   def Do(self, input_dict, output_dict, exec_properties) -> None:
