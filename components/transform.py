@@ -7,8 +7,8 @@ Materialization: the pipeline runs Transform with `materialize=False`. Decoded
 pixels are 224*224*3*4 = 600 KB per image (float32), about 13x the JPEG; writing
 them would multiply the disk footprint and the I/O of every epoch, and would
 not scale to large datasets. Instead the Trainer applies this graph on the fly
-while reading the raw records, and caches the decoded images in memory when
-the data is small enough (as uint8, 4x smaller; see TrainConfig.cache_images).
+while reading the raw records, and caches the decoded images (uint8, 4x
+smaller than float32) in a scratch folder on disk (TrainConfig.cache_images).
 """
 import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 

@@ -79,7 +79,9 @@ class TrainConfig:
   # The served model averages its predictions for the photo and its mirror
   # image (twice the inference work); train.flip should be on.
   test_time_flip: bool = False
-  cache_images: bool = True           # keep decoded images in memory across epochs
+  # Decode each photo once and cache it (uint8) in a scratch folder on local
+  # disk, not in memory: memory stays bounded however many photos there are.
+  cache_images: bool = True
   max_train_examples: int = 0         # 0 = all; a subset for quick trials
   seed: int = 42
 

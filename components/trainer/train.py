@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
@@ -44,8 +46,13 @@ def _fixed_parallelism() -> tf.data.Options:
 
 
 def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
-                 train_config: dict, num_classes: int, training: bool) -> tf.data.Dataset:
-  """Raw records -> (float pixels, label) batches, via the Transform graph."""
+                 train_config: dict, num_classes: int, training: bool,
+                 cache_path: str = "") -> tf.data.Dataset:
+  """Raw records -> (float pixels, label) batches, via the Transform graph.
+
+  With `cache_path`, decoded photos are cached in files there (uint8): each is
+  decoded once, not every epoch, and memory stays bounded however many there are.
+  """
   files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
   raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
               if k in (IMAGE_KEY, LABEL_KEY)}
@@ -64,8 +71,8 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
   dataset = (dataset.batch(64)
              .map(transform, num_parallel_calls=PARALLEL_CALLS)
              .unbatch())
-  if train_config["cache_images"]:
-    dataset = dataset.cache()  # decode each photo once, not every epoch
+  if cache_path:
+    dataset = dataset.cache(cache_path)
   if training:
     dataset = dataset.shuffle(4096, seed=train_config["seed"], reshuffle_each_iteration=True)
 
@@ -190,10 +197,23 @@ def run_fn(fn_args: FnArgs) -> None:
   examples_uri = os.path.dirname(os.path.dirname(fn_args.train_files[0]))
   with tf.io.gfile.GFile(labels_path(examples_uri)) as f:
     class_names = json.load(f)["class_names"]
-  num_classes = len(class_names)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-  train_ds = make_dataset(fn_args.train_files, tf_transform_output, config, num_classes, True)
-  val_ds = make_dataset(fn_args.eval_files, tf_transform_output, config, num_classes, False)
+  # A local scratch folder (the model folder may be a bucket), removed after training.
+  cache_dir = tempfile.mkdtemp(prefix="finetune-images-") if config["cache_images"] else ""
+  try:
+    _train(fn_args, config, class_names, tf_transform_output, examples_uri, cache_dir)
+  finally:
+    if cache_dir:
+      shutil.rmtree(cache_dir, ignore_errors=True)
+
+
+def _train(fn_args: FnArgs, config: dict, class_names: list[str],
+           tf_transform_output: tft.TFTransformOutput, examples_uri: str, cache_dir: str):
+  num_classes = len(class_names)
+  train_ds = make_dataset(fn_args.train_files, tf_transform_output, config, num_classes, True,
+                          cache_dir and os.path.join(cache_dir, "train"))
+  val_ds = make_dataset(fn_args.eval_files, tf_transform_output, config, num_classes, False,
+                        cache_dir and os.path.join(cache_dir, "validation"))
 
   model = model_lib.build_model(config, num_classes)
   rows: list[dict] = []
