@@ -31,6 +31,13 @@ def read_anomalies(anomalies_uri: str, split_names: str) -> list[str]:
   return lines
 
 
+def stop_or_warn(message: str, hint: str, fail_on_anomalies: bool) -> None:
+  """Stops the run (DataAnomaliesError: the message and what to do), or only warns."""
+  if fail_on_anomalies:
+    raise DataAnomaliesError(f"{message}\n{hint}")
+  print("WARNING: " + message, flush=True)
+
+
 @component
 def DataGate(anomalies: InputArtifact[ExampleAnomalies],
              fail_on_anomalies: Parameter[bool] = True):
@@ -38,10 +45,7 @@ def DataGate(anomalies: InputArtifact[ExampleAnomalies],
   lines = read_anomalies(anomalies.uri, anomalies.split_names)
   if not lines:
     return
-  message = ("Data validation found anomalies against the curated schema:\n  "
-             + "\n  ".join(lines))
-  if fail_on_anomalies:
-    raise DataAnomaliesError(
-        message + "\nFix the data, update schemas/ if the change is intended, "
-        "or rerun with --warn-on-anomalies.")
-  print("WARNING: " + message, flush=True)
+  stop_or_warn("Data validation found anomalies against the curated schema:\n  "
+               + "\n  ".join(lines),
+               "Fix the data, update schemas/ if the change is intended, "
+               "or rerun with --warn-on-anomalies.", fail_on_anomalies)

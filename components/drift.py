@@ -13,7 +13,7 @@ from tfx.dsl.component.experimental.annotations import InputArtifact, OutputArti
 from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import ExampleAnomalies, Examples, Schema
 
-from components.data_gate import DataAnomaliesError, read_anomalies
+from components.data_gate import read_anomalies, stop_or_warn
 from components.image_example_gen.executor import report_path
 from components.schema_importer import SCHEMA_FILE_NAME
 
@@ -88,10 +88,7 @@ def SpanDrift(examples: InputArtifact[Examples], schema: InputArtifact[Schema],
   if not lines:
     print(f"Drift: span-{newest} vs span-{previous}: within the schema's thresholds", flush=True)
     return
-  message = (f"The newest data drop, span-{newest}, drifted from span-{previous}:\n  "
-             + "\n  ".join(lines))
-  if fail_on_anomalies:
-    raise DataAnomaliesError(
-        message + "\nCheck the new photos; if the change is intended, raise the drift "
-        "thresholds in the schema, or rerun with --warn-on-anomalies.")
-  print("WARNING: " + message, flush=True)
+  stop_or_warn(f"The newest data drop, span-{newest}, drifted from span-{previous}:\n  "
+               + "\n  ".join(lines),
+               "Check the new photos; if the change is intended, raise the drift thresholds "
+               "in the schema, or rerun with --warn-on-anomalies.", fail_on_anomalies)

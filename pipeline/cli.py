@@ -9,9 +9,8 @@ import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from pipeline import storage
-from pipeline.cli_options import VERBOSE, fail, run_options
-from pipeline.console import log_path_for, quiet
-from pipeline.config import ConfigError, recorded_config
+from pipeline.cli_options import fail, located_options, run_options
+from pipeline.console import log_path_for
 from pipeline.run_lock import EX_TEMPFAIL
 
 
@@ -57,40 +56,25 @@ def check(config, console):
 
 
 def recorded_run_options(command):
-  """Options that find one recorded run, as `finetune run` left it; passes (config, run)."""
+  """located_options plus --run: one recorded run, as `finetune run` left it;
+  passes (config, run, echo)."""
 
   @functools.wraps(command)
-  def wrapper(run_id, config_path, output_dir, pipeline_name, verbose, **kwargs):
+  def wrapper(config, echo, run_id, **kwargs):
     import os
-    try:
-      config = recorded_config(config_path, output_dir, pipeline_name)
-    except ConfigError as e:
-      fail(str(e))
+    from pipeline import runs
     if not os.path.exists(config.metadata_path):
       raise click.ClickException(f"no pipeline metadata at {config.metadata_path}; "
                                  "run `finetune run` first, or pass --outputs/--pipeline-name")
-    with quiet(verbose) as console:
-      console.set_log(log_path_for(config.run_dir, command.__name__))
-      from pipeline import runs
-      try:
-        run = runs.load_run(runs.open_store(config.metadata_path), run_id)
-      except LookupError as e:
-        fail(str(e), 1)
-      return command(config=config, run=run, echo=console.echo, **kwargs)
+    try:
+      run = runs.load_run(runs.open_store(config.metadata_path), run_id)
+    except LookupError as e:
+      fail(str(e), 1)
+    return command(config=config, run=run, echo=echo, **kwargs)
 
-  options = [
-      click.option("--run", "run_id", default="latest", show_default=True,
-                   help="Run id (see the run's summary) or 'latest'."),
-      click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
-      click.option("--outputs", "output_dir",
-                   help="The output folder `finetune run` used (default: outputs)."),
-      click.option("--pipeline-name",
-                   help="Pipeline name of the run (default: the only one under the outputs)."),
-      VERBOSE,
-  ]
-  for option in reversed(options):
-    wrapper = option(wrapper)
-  return wrapper
+  return located_options(click.option(
+      "--run", "run_id", default="latest", show_default=True,
+      help="Run id (see the run's summary) or 'latest'.")(wrapper))
 
 
 @main.command()

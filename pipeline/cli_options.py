@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from pipeline.config import ConfigError, load_config
+from pipeline import storage
+from pipeline.config import ConfigError, load_config, recorded_config
 from pipeline.console import quiet, terminal_err
 
 
@@ -70,6 +71,34 @@ def run_options(command):
         fail(str(e))
       return command(config=config, console=console, **kwargs)
 
+  for option in reversed(options):
+    wrapper = option(wrapper)
+  return wrapper
+
+
+def located_options(command):
+  """--config/--outputs/--pipeline-name: the outputs a `finetune run` left
+  (the only pipeline under them by default); passes (config, echo)."""
+
+  @functools.wraps(command)
+  def wrapper(config_path, output_dir, pipeline_name, verbose, **kwargs):
+    try:
+      config = recorded_config(config_path, output_dir, pipeline_name)
+    except ConfigError as e:
+      fail(str(e))
+    if storage.uses_s3(config.run_dir, config.serving_dir):
+      storage.enable_s3()
+    with quiet(verbose) as console:
+      return command(config=config, echo=console.echo, **kwargs)
+
+  options = [
+      click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
+      click.option("--outputs", "output_dir",
+                   help="The output folder `finetune run` used (default: outputs)."),
+      click.option("--pipeline-name",
+                   help="Pipeline name (default: the only one under the outputs)."),
+      VERBOSE,
+  ]
   for option in reversed(options):
     wrapper = option(wrapper)
   return wrapper

@@ -1,45 +1,13 @@
 """`finetune history` and `finetune rollback`: what scheduled runs did, and undoing a push."""
 from __future__ import annotations
 
-import functools
 import json
 import os
 import posixpath
 
 import click
 
-from pipeline import storage
-from pipeline.cli_options import VERBOSE, fail
-from pipeline.config import ConfigError, recorded_config
-from pipeline.console import quiet
-
-
-def located_options(command):
-  """--config/--outputs/--pipeline-name as `finetune report` has them (without --run);
-  passes (config, echo)."""
-
-  @functools.wraps(command)
-  def wrapper(config_path, output_dir, pipeline_name, verbose, **kwargs):
-    try:
-      config = recorded_config(config_path, output_dir, pipeline_name)
-    except ConfigError as e:
-      fail(str(e))
-    if storage.uses_s3(config.run_dir, config.serving_dir):
-      storage.enable_s3()
-    with quiet(verbose) as console:
-      return command(config=config, echo=console.echo, **kwargs)
-
-  options = [
-      click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
-      click.option("--outputs", "output_dir",
-                   help="The output folder `finetune run` used (default: outputs)."),
-      click.option("--pipeline-name",
-                   help="Pipeline name of the runs (default: the only one under the outputs)."),
-      VERBOSE,
-  ]
-  for option in reversed(options):
-    wrapper = option(wrapper)
-  return wrapper
+from pipeline.cli_options import fail, located_options
 
 
 def _model_dir(config) -> str:

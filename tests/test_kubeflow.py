@@ -122,13 +122,19 @@ def test_s3_keys_come_from_a_kubernetes_secret_by_name(compiled):
     assert env == {"AWS_ENDPOINT_URL": "http://minio-service.kubeflow:9000", "AWS_REGION": "us-east-1"}
 
 
-def test_a_package_without_object_storage_has_no_platform_spec(tmp_path):
+def _compile_to(tmp_path, pipeline_root: str):
+  """`finetune kubeflow compile` of two tiny classes to `pipeline_root`: (package, output)."""
   data = make_dataset(tmp_path / "cats_vs_dogs", {"all": 2}, splits=False)
   package = tmp_path / "pipeline.yaml"
   result = CliRunner().invoke(main, ["kubeflow", "compile", "--image", IMAGE, "--data-root",
                                      str(data), "--weights", "none", "--output", str(package),
-                                     "--pipeline-root", "gs://bucket/finetune"])
+                                     "--pipeline-root", pipeline_root])
   assert result.exit_code == 0, result.output
+  return package, result.output
+
+
+def test_a_package_without_object_storage_has_no_platform_spec(tmp_path):
+  package, _ = _compile_to(tmp_path, "gs://bucket/finetune")
   spec, platform = read_package(str(package))
   assert platform is None
   assert all("env" not in e["container"] for e in spec["deploymentSpec"]["executors"].values())
@@ -138,13 +144,8 @@ def test_no_secret_reaches_the_package(tmp_path, monkeypatch):
   secret = "s3cr3t-planted-key-9f8e7d"
   monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
   monkeypatch.setenv("AWS_ACCESS_KEY_ID", secret + "-id")
-  data = make_dataset(tmp_path / "cats_vs_dogs", {"all": 2}, splits=False)
-  package = tmp_path / "pipeline.yaml"
-  result = CliRunner().invoke(main, ["kubeflow", "compile", "--image", IMAGE, "--data-root",
-                                     str(data), "--weights", "none", "--output", str(package),
-                                     "--pipeline-root", "s3://mlpipeline/finetune"])
-  assert result.exit_code == 0, result.output
-  assert secret not in package.read_text() and secret not in result.output
+  package, output = _compile_to(tmp_path, "s3://mlpipeline/finetune")
+  assert secret not in package.read_text() and secret not in output
 
 
 def test_dockerfile_passes_hadolint():
