@@ -1,11 +1,13 @@
 """Ingestion throughput: photos per second into TFRecords (ImageExampleGen executor).
 
 Usage: python bench/ingest.py [DATA_ROOT]   (default ../shared/data/cats_vs_dogs)
-Runs the executor as `finetune run` does (DirectRunner, in process) on the
+Runs the executor as `finetune run` does (DirectRunner in process, a reading
+thread per core) on the
 photos, and on the photos four times over (links), so that the fixed cost of
 starting Beam separates from the rate per photo. Each is timed REPEATS times
 and the median kept: on a small shared machine single runs vary by 30%.
-Prints the figures and writes bench/results/ingest.json. Target: >= 400 images/s.
+Prints the figures and writes bench/results/ingest.json. Target: >= 1,000 photos/s
+once Beam runs (the marginal rate), on 2 cores.
 """
 import json
 import os
@@ -22,7 +24,7 @@ from pipeline.local_runner import _skip_tfx_sdist_on_direct_runner  # noqa: E402
 from test_ingestion import ingest  # noqa: E402  (runs the executor as the orchestrator does)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-BEAM_ARGS = tuple(PipelineConfig().beam_args)  # as `finetune run` by default
+BEAM_ARGS = tuple(PipelineConfig().beam_pipeline_args)  # as `finetune run` by default
 REPEATS = 3
 
 
@@ -65,7 +67,8 @@ def main():
       "images_per_second_x4": round(big_images / big_seconds, 1),
       # Photos per second once Beam is up: the rate for large data sets.
       "marginal_images_per_second": round((big_images - images) / (big_seconds - seconds), 1),
-      "target_images_per_second": 400,
+      "target_images_per_second": 1000,
+      "cores": os.cpu_count(),
   }
   print(json.dumps(result, indent=1))
   (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
