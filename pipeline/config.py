@@ -76,6 +76,10 @@ class TrainConfig:
   zoom: float = 0.1
   translation: float = 0.05           # fraction of width/height
   early_stopping_patience: int = 3    # epochs without val_loss improvement, per phase
+  # Phase 2 stops when none of its first N epochs beats phase 1's best
+  # val_loss (0 = off): where the head alone already fits the data (cats vs
+  # dogs), fine-tuning only costs time. Its first epoch often dips, so not 1.
+  phase2_trial_epochs: int = 2
   # The served model averages its predictions for the photo and its mirror
   # image (twice the inference work); train.flip should be on.
   test_time_flip: bool = False
@@ -289,6 +293,7 @@ def _validate_train(train: "TrainConfig") -> None:
   _check_range("train.phase1_epochs", train.phase1_epochs, 1)
   _check_range("train.phase2_epochs", train.phase2_epochs, 0)
   _check_range("train.early_stopping_patience", train.early_stopping_patience, 1)
+  _check_range("train.phase2_trial_epochs", train.phase2_trial_epochs, 0)
   _check_range("train.max_train_examples", train.max_train_examples, 0)
   for phase in (1, 2):
     optimizer = getattr(train, f"phase{phase}_optimizer")

@@ -140,15 +140,17 @@ def test_schema_command_proposes_a_schema_as_a_diff(tiny_run, tmp_path):
 
 
 def test_a_fine_tune_that_never_beats_the_head_alone_is_not_exported(tiny_run, tmp_path):
-  # Phase 2 at an absurd learning rate wrecks the model: phase 1's model is exported.
+  # Phase 2 at an absurd learning rate wrecks the model: it stops after its
+  # trial epochs (not all 5) and phase 1's model is exported.
   config, run = _rerun(tiny_run, tmp_path, **{"train.phase2_optimizer": "sgd",
                                                "train.phase2_learning_rate": 1.0,
-                                               "train.phase2_epochs": 2})
+                                               "train.phase2_epochs": 5,
+                                               "train.phase2_trial_epochs": 2})
   model_dir = pathlib.Path(run.artifact("Trainer", "model").uri)
   history = json.loads((model_dir / "history.json").read_text())
   kept = json.loads((model_dir / "training_summary.json").read_text())["exported"]
   best_phase1 = min((r for r in history if r["phase"] == 1), key=lambda r: r["val_loss"])
-  assert any(r["phase"] == 2 for r in history)
+  assert sum(r["phase"] == 2 for r in history) == 2
   assert (kept["phase"], kept["epoch"]) == (1, best_phase1["epoch"])
   assert kept["val_accuracy"] == best_phase1["val_accuracy"]
   summary = "\n".join(summarize(config, run))

@@ -130,6 +130,23 @@ class EpochProgress(keras.callbacks.Callback):
     progress.finish(self._task, f"{self._task}: {metrics}  ({time.time() - self._began:.0f}s)")
 
 
+class StopUnlessBetter(keras.callbacks.Callback):
+  """Stops phase 2 when none of its first `epochs` epochs beats phase 1's best MONITOR."""
+
+  def __init__(self, baseline: float, epochs: int):
+    super().__init__()
+    self.baseline, self.epochs = baseline, epochs
+    self.seen, self.best = 0, math.inf
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.seen += 1
+    self.best = min(self.best, float((logs or {}).get(MONITOR, math.inf)))
+    if self.seen == self.epochs and self.best >= self.baseline:
+      print(f"Phase 2: no better than phase 1 on {MONITOR} after {self.epochs} epochs; stopping",
+            flush=True)
+      self.model.stop_training = True
+
+
 def count_trainable(model: keras.Model) -> int:
   return int(sum(tf.size(w).numpy() for w in model.trainable_weights))
 
@@ -164,9 +181,10 @@ def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.d
   return train, val.with_options(_fixed_parallelism())
 
 
-def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps):
+def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps,
+               extra_callbacks=()):
   start = len(rows)
-  callbacks = [
+  callbacks = [*extra_callbacks,
       EpochRecorder(rows, phase),
       EpochProgress(phase, epochs, steps),
       keras.callbacks.EarlyStopping(monitor=MONITOR, restore_best_weights=True,
@@ -251,8 +269,10 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
     phase1_weights = model.get_weights()
+    trial = config["phase2_trial_epochs"]
     seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
-                         os.path.join(fn_args.model_run_dir, "phase2"), steps)
+                         os.path.join(fn_args.model_run_dir, "phase2"), steps,
+                         [StopUnlessBetter(exported[MONITOR], trial)] if trial else [])
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
     if best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
       exported = best_epoch(rows, 2)
