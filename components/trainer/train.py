@@ -131,19 +131,23 @@ class EpochProgress(keras.callbacks.Callback):
 
 
 class StopUnlessBetter(keras.callbacks.Callback):
-  """Stops phase 2 when none of its first `epochs` epochs beats phase 1's best MONITOR."""
+  """Stops phase 2 when none of its first `epochs` epochs beats phase 1's
+  validation accuracy by more than one standard error of that accuracy on
+  `val_count` photos: a gain within the validation set's noise does not pay
+  for the rest of phase 2 (on cats vs dogs, 0.988 -> 0.992 on 500 photos)."""
 
-  def __init__(self, baseline: float, epochs: int):
+  def __init__(self, baseline_accuracy: float, val_count: int, epochs: int):
     super().__init__()
-    self.baseline, self.epochs = baseline, epochs
-    self.seen, self.best = 0, math.inf
+    noise = math.sqrt(baseline_accuracy * (1 - baseline_accuracy) / max(val_count, 1))
+    self.needed, self.epochs = baseline_accuracy + noise, epochs
+    self.seen, self.best = 0, 0.0
 
   def on_epoch_end(self, epoch, logs=None):
     self.seen += 1
-    self.best = min(self.best, float((logs or {}).get(MONITOR, math.inf)))
-    if self.seen == self.epochs and self.best >= self.baseline:
-      print(f"Phase 2: no better than phase 1 on {MONITOR} after {self.epochs} epochs; stopping",
-            flush=True)
+    self.best = max(self.best, float((logs or {}).get("val_accuracy", 0.0)))
+    if self.seen == self.epochs and self.best <= self.needed:
+      print(f"Phase 2: validation accuracy {self.best:.4f} after {self.epochs} epochs, not above "
+            f"{self.needed:.4f} (phase 1 plus one standard error); stopping", flush=True)
       self.model.stop_training = True
 
 
@@ -152,33 +156,37 @@ def count_trainable(model: keras.Model) -> int:
 
 
 def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
-                     train_config: dict) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-  """(pixels, label) batches -> (pooled base features, label) batches, held in memory.
+                     train_config: dict, cache_dir: str = ""
+                     ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
+  """(pixels, label) batches -> (pooled base features, label) batches, cached.
 
   One pass of each split through the frozen base, so phase 1 costs about one
   epoch of inference however many epochs it runs. The price: phase 1 sees
   no augmentation; it trains only the small head, and phase 2 augments.
+  With `cache_dir` the features are cached on disk, like the photos, so memory
+  does not grow with their number.
   """
   extractor = model_lib.feature_extractor(model)
-  extract = tf.function(lambda images: extractor(images, training=False), input_signature=[
-      tf.TensorSpec([None, *extractor.input.shape[1:]], tf.float32)])
 
-  def features(dataset):
-    pairs = [(extract(images), labels) for images, labels in dataset]
-    return tf.concat([f for f, _ in pairs], 0), tf.concat([y for _, y in pairs], 0)
+  def features(dataset, name):
+    dataset = dataset.map(lambda images, labels: (extractor(images, training=False), labels))
+    dataset = dataset.unbatch().cache(cache_dir and os.path.join(cache_dir, f"features-{name}"))
+    count = sum(1 for _ in dataset)  # computes and caches them now, timed below
+    return dataset, count
 
   began = time.time()
-  train_x, train_y = features(train_ds)
-  val_x, val_y = features(val_ds)
+  train, train_count = features(train_ds, "train")
+  val, val_count = features(val_ds, "validation")
   seconds = time.time() - began
-  print(f"  base features of {len(train_x)} training and {len(val_x)} validation images "
-        f"in {seconds:.0f} s ({(len(train_x) + len(val_x)) / seconds:.0f} images/s)", flush=True)
+  print(f"  base features of {train_count} training and {val_count} validation images "
+        f"in {seconds:.0f} s ({(train_count + val_count) / seconds:.0f} images/s)", flush=True)
   batch_size = train_config["batch_size"]
-  train = (tf.data.Dataset.from_tensor_slices((train_x, train_y))
-           .shuffle(len(train_x), seed=train_config["seed"], reshuffle_each_iteration=True)
-           .batch(batch_size).with_options(_fixed_parallelism()))
-  val = tf.data.Dataset.from_tensor_slices((val_x, val_y)).batch(batch_size)
-  return train, val.with_options(_fixed_parallelism())
+  # Features are small (5 KB a photo for MobileNetV2): the buffer holds up to 10,000.
+  train = (train.shuffle(min(train_count, 10000), seed=train_config["seed"],
+                         reshuffle_each_iteration=True)
+           .batch(batch_size).prefetch(2))
+  return (train.with_options(_fixed_parallelism()),
+          val.batch(batch_size).prefetch(2).with_options(_fixed_parallelism()))
 
 
 def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps,
@@ -197,10 +205,15 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, st
   return time.time() - began
 
 
-def _train_count(examples_uri: str, config: dict) -> int:
-  """Training examples per epoch, from the ingestion report."""
+def _split_count(examples_uri: str, split: str) -> int:
+  """Examples in a split, from the ingestion report."""
   with tf.io.gfile.GFile(report_path(examples_uri)) as f:
-    count = sum(json.load(f)["examples"]["train"].values())
+    return sum(json.load(f)["examples"][split].values())
+
+
+def _train_count(examples_uri: str, config: dict) -> int:
+  """Training examples per epoch."""
+  count = _split_count(examples_uri, "train")
   return min(count, config["max_train_examples"] or count)
 
 
@@ -245,7 +258,7 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
   if config["phase1_on_features"]:
     # The frozen base gives the same features every epoch: compute them once.
     phase1_model = model_lib.head_of(model)
-    phase1_train, phase1_val = feature_datasets(model, train_ds, val_ds, config)
+    phase1_train, phase1_val = feature_datasets(model, train_ds, val_ds, config, cache_dir)
     summary["phases"]["1"]["feature_seconds"] = round(time.time() - began, 1)
   else:
     phase1_model, phase1_train, phase1_val = model, train_ds, val_ds
@@ -272,7 +285,9 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
     trial = config["phase2_trial_epochs"]
     seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
                          os.path.join(fn_args.model_run_dir, "phase2"), steps,
-                         [StopUnlessBetter(exported[MONITOR], trial)] if trial else [])
+                         [StopUnlessBetter(exported["val_accuracy"],
+                                           _split_count(examples_uri, "validation"), trial)]
+                         if trial else [])
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
     if best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
       exported = best_epoch(rows, 2)
