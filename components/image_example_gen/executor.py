@@ -81,11 +81,20 @@ class _ThreadedFiles(beam.DoFn):
     self._pool.shutdown()
 
   def _each(self, listed: layout.ListedFile, *side_inputs):
-    """The outputs for one file (called on a pool thread)."""
+    """The outputs for one file (called on a pool thread); raises RejectedImage
+    or an I/O error for a file that cannot be used."""
     raise NotImplementedError
 
+  def _outputs(self, listed: layout.ListedFile, *side_inputs) -> list:
+    try:
+      return list(self._each(listed, *side_inputs))
+    except RejectedImage as e:
+      return [_rejection(listed, str(e))]
+    except (OSError, tf.errors.OpError) as e:
+      return [_rejection(listed, f"unreadable: {e}")]
+
   def process(self, batch: list[layout.ListedFile], *side_inputs):
-    for outputs in self._pool.map(lambda listed: list(self._each(listed, *side_inputs)), batch):
+    for outputs in self._pool.map(lambda listed: self._outputs(listed, *side_inputs), batch):
       yield from outputs
     progress.advance(PROGRESS_TASK, len(batch))  # seen on the local console (in-process Beam) only
 
@@ -107,17 +116,9 @@ class _Fingerprint(_ThreadedFiles):
     self._order = order
 
   def _each(self, listed):
-    try:
-      data = _read(listed)
-      digest = photo_digest(data)
-    except RejectedImage as e:
-      yield _rejection(listed, str(e))
-      return
-    except (OSError, tf.errors.OpError) as e:
-      yield _rejection(listed, f"unreadable: {e}")
-      return
-    yield digest, (self._order, listed.relative_path, listed.class_name,
-                   hashlib.sha256(data).hexdigest())
+    data = _read(listed)
+    yield photo_digest(data), (self._order, listed.relative_path, listed.class_name,
+                               hashlib.sha256(data).hexdigest())
     yield beam.pvalue.TaggedOutput(_READABLE, listed)
 
 
@@ -133,14 +134,7 @@ class _ToExample(_ThreadedFiles):
     if listed.relative_path in dropped:
       yield _rejection(listed, dropped[listed.relative_path])
       return
-    try:
-      encoded, height, width, fmt = prepare_image(_read(listed), self._max_side)
-    except RejectedImage as e:
-      yield _rejection(listed, str(e))
-      return
-    except (OSError, tf.errors.OpError) as e:
-      yield _rejection(listed, f"unreadable: {e}")
-      return
+    encoded, height, width, fmt = prepare_image(_read(listed), self._max_side)
     yield listed.relative_path, make_example(
         encoded, self._label[listed.class_name], listed.class_name, listed.relative_path,
         height, width, fmt).SerializeToString()
