@@ -24,7 +24,12 @@ def decode_and_resize(image_bytes: tf.Tensor, image_size: int) -> tf.Tensor:
 
   def decode_one(encoded):
     # channels=3 turns grayscale/palette/RGBA into RGB; GIFs give their first frame.
-    image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+    # JPEGs with the accurate DCT: TensorFlow's default (fast) one blurs detail
+    # that other decoders (Pillow, browsers) keep.
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(encoded, channels=3, expand_animations=False))
     image.set_shape([None, None, 3])
     # Squash to a square (nothing is cropped away); antialias for clean downscaling.
     image = tf.image.resize(image, [image_size, image_size], antialias=True)

@@ -79,7 +79,8 @@ class TrainConfig:
   # Phase 2 stops when none of its first N epochs beats phase 1's validation
   # accuracy by more than the validation set's noise (one standard error;
   # 0 = off): where the head alone already fits the data (cats vs dogs),
-  # fine-tuning only costs time. Its first epoch often dips, so not 1.
+  # fine-tuning only costs time, and phase 1's model is exported. Its first
+  # epoch often dips, so not 1.
   phase2_trial_epochs: int = 2
   # The served model averages its predictions for the photo and its mirror
   # image (twice the inference work); train.flip should be on.

@@ -42,6 +42,20 @@ def test_valid_formats_are_kept_and_decode_in_the_transform_graph(name):
     assert red > blue or name.startswith("grayscale") or name == "cmyk jpeg"
 
 
+def test_jpeg_pixels_are_the_ones_other_decoders_see():
+  # A detailed photo-like JPEG: TensorFlow's default (fast) DCT is off by up
+  # to several levels here; the Transform graph decodes as Pillow does.
+  import numpy as np
+  rng = np.random.default_rng(0)
+  noise = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+  encoded = _encode(Image.fromarray(noise).resize((96, 96)), "JPEG", quality=90)
+  pillow = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"), dtype=np.float32)
+  ours = decode_and_resize(tf.constant([encoded]), 96)[0].numpy()
+  fast = tf.io.decode_jpeg(encoded, channels=3).numpy().astype(np.float32)
+  assert np.abs(ours - pillow).max() <= 1
+  assert np.abs(fast - pillow).max() > 1
+
+
 def test_original_bytes_are_kept_when_no_reencoding_is_needed():
   assert prepare_image(VALID["rgb jpeg"])[0] == VALID["rgb jpeg"]
   assert prepare_image(VALID["rgba png"])[0] == VALID["rgba png"]

