@@ -57,6 +57,9 @@ def main():
   phases = {}
   for phase, info in summary["phases"].items():
     rows = [r for r in history if r["phase"] == int(phase)]
+    if not rows:  # skipped (train.phase2_max_accuracy)
+      phases[phase] = {"epochs": 0, "seconds": 0.0, "skipped": info.get("skipped")}
+      continue
     phases[phase] = {
         "epochs": info["epochs"], "seconds": info["seconds"],
         "trainable_params": info["trainable_params"],

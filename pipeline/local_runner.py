@@ -161,8 +161,9 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
       training = json.load(f)
     for phase, info in training["phases"].items():
       # Wall time of the phase: includes phase 1's feature pass, not only its epochs.
-      lines.append(f"Training phase {phase}: {info.get('epochs', 0)} epochs in "
-                   f"{info.get('seconds', 0):.0f}s")
+      lines.append(f"Training phase {phase}: skipped, {info['skipped']}" if "skipped" in info
+                   else f"Training phase {phase}: {info.get('epochs', 0)} epochs in "
+                        f"{info.get('seconds', 0):.0f}s")
     kept = training.get("exported")
     if kept:
       lines.append(f"Exported: phase {kept['phase']} epoch {kept['epoch']}, the best on "

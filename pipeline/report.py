@@ -222,7 +222,8 @@ def _tables(data: dict) -> dict:
     tables["phases"] = _table(
         ["phase", "epochs", "trainable parameters", "unfrozen base layers", "seconds"],
         [[phase, info.get("epochs"), info.get("trainable_params"),
-          info.get("unfrozen_layers", "none (base frozen)"), info.get("seconds")]
+          info.get("unfrozen_layers", f"skipped: {info['skipped']}" if "skipped" in info
+                   else "none (base frozen)"), info.get("seconds")]
          for phase, info in training["phases"].items()])
   if data.get("blessing"):
     tables["rules"] = _table(["rule", "result", "why"],

@@ -130,28 +130,6 @@ class EpochProgress(keras.callbacks.Callback):
     progress.finish(self._task, f"{self._task}: {metrics}  ({time.time() - self._began:.0f}s)")
 
 
-class StopUnlessBetter(keras.callbacks.Callback):
-  """Stops phase 2 when none of its first `epochs` epochs beats phase 1's
-  validation accuracy by more than one standard error of that accuracy on
-  `val_count` photos: a gain within the validation set's noise does not pay
-  for the rest of phase 2 (on cats vs dogs, 0.988 -> 0.992 on 500 photos).
-  `stopped` then says phase 2 is abandoned: its weights are mid-schedule."""
-
-  def __init__(self, baseline_accuracy: float, val_count: int, epochs: int):
-    super().__init__()
-    noise = math.sqrt(baseline_accuracy * (1 - baseline_accuracy) / max(val_count, 1))
-    self.needed, self.epochs = baseline_accuracy + noise, epochs
-    self.seen, self.best, self.stopped = 0, 0.0, False
-
-  def on_epoch_end(self, epoch, logs=None):
-    self.seen += 1
-    self.best = max(self.best, float((logs or {}).get("val_accuracy", 0.0)))
-    if self.seen == self.epochs and self.best <= self.needed:
-      print(f"Phase 2: validation accuracy {self.best:.4f} after {self.epochs} epochs, not above "
-            f"{self.needed:.4f} (phase 1 plus one standard error); stopping", flush=True)
-      self.model.stop_training = self.stopped = True
-
-
 def count_trainable(model: keras.Model) -> int:
   return int(sum(tf.size(w).numpy() for w in model.trainable_weights))
 
@@ -190,10 +168,9 @@ def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.d
           val.batch(batch_size).prefetch(2).with_options(_fixed_parallelism()))
 
 
-def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps,
-               extra_callbacks=()):
+def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps):
   start = len(rows)
-  callbacks = [*extra_callbacks,
+  callbacks = [
       EpochRecorder(rows, phase),
       EpochProgress(phase, epochs, steps),
       keras.callbacks.EarlyStopping(monitor=MONITOR, restore_best_weights=True,
@@ -271,7 +248,14 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
   summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
 
   exported = best_epoch(rows, 1)
-  if config["phase2_epochs"] > 0 and str(config["unfreeze"]) not in ("0", "none"):
+  fine_tune = config["phase2_epochs"] > 0 and str(config["unfreeze"]) not in ("0", "none")
+  if fine_tune and exported["val_accuracy"] > config["phase2_max_accuracy"]:
+    reason = (f"the head alone reached {exported['val_accuracy']:.4f} validation accuracy, "
+              f"above train.phase2_max_accuracy {config['phase2_max_accuracy']:g}")
+    print(f"Phase 2 skipped: {reason}", flush=True)
+    summary["phases"]["2"] = {"epochs": 0, "seconds": 0.0, "skipped": reason}
+    fine_tune = False
+  if fine_tune:
     layers = model_lib.unfreeze_top(model, config["unfreeze"], config["base_model"])
     print(f"Phase 2: fine-tuning {layers} base layers at learning rate "
           f"{config['phase2_learning_rate']:g}", flush=True)
@@ -283,17 +267,14 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
     phase1_weights = model.get_weights()
-    trial = StopUnlessBetter(exported["val_accuracy"], _split_count(examples_uri, "validation"),
-                             config["phase2_trial_epochs"] or config["phase2_epochs"])
     seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
-                         os.path.join(fn_args.model_run_dir, "phase2"), steps,
-                         [trial] if config["phase2_trial_epochs"] else [])
+                         os.path.join(fn_args.model_run_dir, "phase2"), steps)
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
-    if not trial.stopped and best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
+    if best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
       exported = best_epoch(rows, 2)
-    else:  # fine-tuning did not beat the head alone on validation: keep the head alone
+    else:  # fine-tuning never beat the head alone on validation: keep the head alone
       model.set_weights(phase1_weights)
-      print("Phase 2 did not improve on phase 1 on validation: exporting phase 1's model",
+      print(f"Phase 2 did not improve {MONITOR} on validation: exporting phase 1's model",
             flush=True)
   summary["exported"] = {k: v for k, v in exported.items() if k != "seconds"}
 
