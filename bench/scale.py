@@ -27,7 +27,9 @@ from PIL import Image, ImageOps
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-ONE_EPOCH_EACH = ["--set", "train.phase1_epochs=1", "--set", "train.phase2_epochs=1"]
+# Phase 2 always runs here (however good phase 1 is): its epoch cost is measured.
+ONE_EPOCH_EACH = ["--set", "train.phase1_epochs=1", "--set", "train.phase2_epochs=1",
+                  "--set", "train.phase2_max_accuracy=1"]
 TARGET_RSS_MB = 6 * 1024
 
 
