@@ -89,7 +89,8 @@ def experiment(tmp_path_factory):
   for i in range(2):
     (data / "test" / "cats" / f"odd.{i}.jpg").write_bytes(
         image_bytes(CLASS_COLORS["dogs"], seed=100 + i))
-  overrides = tiny_overrides(data, root / "out", **TINY_VGG)
+  # A setting that would skip phase 2: an unfreeze comparison fine-tunes anyway.
+  overrides = tiny_overrides(data, root / "out", **TINY_VGG, **{"train.phase2_max_accuracy": 0})
   args = ["experiment", "unfreeze", "--values", ",".join(UNFREEZE_RULES),
           "--comparison-dir", str(root / "comparison")]
   args += [f"--set={key}={value}" for key, value in overrides.items() if key != "beam_args"]
