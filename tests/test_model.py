@@ -159,3 +159,16 @@ def test_phase1_on_features_trains_the_models_own_head():
     np.testing.assert_array_equal(before, after.numpy())
   np.testing.assert_allclose(model.predict(images, verbose=0),
                              head.predict(expected, verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_phase1_keeps_its_lowest_loss_epoch_phase2_its_most_accurate():
+  from components.trainer.train import best_epoch
+  # Phase 2's loss turns up as the model grows confident, while accuracy still climbs.
+  rows = [{"phase": 1, "epoch": 1, "val_loss": 0.90, "val_accuracy": 0.66},
+          {"phase": 1, "epoch": 2, "val_loss": 0.88, "val_accuracy": 0.65},
+          {"phase": 1, "epoch": 3, "val_loss": 0.89, "val_accuracy": 0.68},
+          {"phase": 2, "epoch": 4, "val_loss": 0.70, "val_accuracy": 0.71},
+          {"phase": 2, "epoch": 5, "val_loss": 0.74, "val_accuracy": 0.75},
+          {"phase": 2, "epoch": 6, "val_loss": 0.72, "val_accuracy": 0.75}]
+  assert best_epoch(rows, 1)["epoch"] == 2
+  assert best_epoch(rows, 2)["epoch"] == 5  # the first of equals, as early stopping keeps it

@@ -28,8 +28,15 @@ from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
 HISTORY_FILE = "history.json"
 SUMMARY_FILE = "training_summary.json"
-# What early stopping and the choice between the phases' models look at.
-MONITOR = "val_loss"
+# What each phase's early stopping watches and keeps the best epoch by.
+# Phase 1 (a small head on fixed features): validation loss, the smoother
+# signal; on cats vs dogs it chose better heads than accuracy did. Phase 2
+# (the base unfrozen, cosine schedule): validation accuracy, what blessing
+# judges. Its loss turns up as the model grows confident while accuracy still
+# climbs: on the flowers photos the lowest loss came 3 epochs before the best
+# accuracy (0.715 vs 0.750). Phase 2's model replaces phase 1's only if more
+# accurate on validation.
+MONITORS = {1: ("val_loss", "min"), 2: ("val_accuracy", "max")}
 PARALLEL_CALLS = os.cpu_count() or 2
 
 
@@ -173,7 +180,8 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, st
   callbacks = [
       EpochRecorder(rows, phase),
       EpochProgress(phase, epochs, steps),
-      keras.callbacks.EarlyStopping(monitor=MONITOR, restore_best_weights=True,
+      keras.callbacks.EarlyStopping(monitor=MONITORS[phase][0], mode=MONITORS[phase][1],
+                                    restore_best_weights=True,
                                     patience=config["early_stopping_patience"]),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
@@ -196,8 +204,10 @@ def _train_count(examples_uri: str, config: dict) -> int:
 
 
 def best_epoch(rows: list[dict], phase: int) -> dict:
-  """The phase's epoch whose weights early stopping kept (lowest MONITOR)."""
-  return min((r for r in rows if r["phase"] == phase), key=lambda r: r[MONITOR])
+  """The phase's epoch whose weights early stopping kept (the first best)."""
+  monitor, mode = MONITORS[phase]
+  pick = min if mode == "min" else max
+  return pick((r for r in rows if r["phase"] == phase), key=lambda r: r[monitor])
 
 
 def run_fn(fn_args: FnArgs) -> None:
@@ -270,11 +280,11 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
     seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
                          os.path.join(fn_args.model_run_dir, "phase2"), steps)
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
-    if best_epoch(rows, 2)[MONITOR] < exported[MONITOR]:
+    if best_epoch(rows, 2)["val_accuracy"] > exported["val_accuracy"]:
       exported = best_epoch(rows, 2)
     else:  # fine-tuning never beat the head alone on validation: keep the head alone
       model.set_weights(phase1_weights)
-      print(f"Phase 2 did not improve {MONITOR} on validation: exporting phase 1's model",
+      print("Phase 2 did not improve validation accuracy: exporting phase 1's model",
             flush=True)
   summary["exported"] = {k: v for k, v in exported.items() if k != "seconds"}
 
