@@ -20,7 +20,7 @@ import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from components.blessing import read_verdict
 from components.evaluation import read_accuracy
 from components.image_example_gen.executor import report_path
-from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
+from components.trainer.train import HISTORY_FILE, SUMMARY_FILE, best_epoch
 from pipeline.config import load_config
 from pipeline.local_runner import run_pipeline
 
@@ -65,7 +65,7 @@ def main():
         "trainable_params": info["trainable_params"],
         # One epoch = a pass over the training photos (or their features) plus a validation pass.
         "train_images_per_second": round(train_images * info["epochs"] / info["seconds"], 1),
-        "best_val_loss_epoch": min(rows, key=lambda r: r["val_loss"])["epoch"],
+        "best_epoch": best_epoch(history, int(phase))["epoch"],  # the one early stopping kept
     }
     if "feature_seconds" in info:  # phase 1 on base features computed once
       phases[phase]["feature_seconds"] = info["feature_seconds"]
