@@ -6,7 +6,9 @@ Generates PHOTOS photos from DATA_ROOT's (random crops, flips and colour
 shifts, so no two are the same bytes or pixels; each stays in its original's
 split, so no photo leaks across splits) into a reusable folder under the
 system temp dir. Then runs `finetune run` with one epoch per phase, in its
-own process, on the originals and on the generated set, and prints and writes
+own process, on the originals and on the generated set, both at the size the
+originals train at by default (the crops are smaller, and would otherwise
+train smaller: cost per photo compares like with like), and prints and writes
 bench/results/scale.json: wall time, peak resident memory, ingestion time,
 feature pass and phase-2 epoch time, and each per photo.
 Targets: peak RSS < 6 GB at 20,000 photos and a flat cost per photo.
@@ -152,6 +154,12 @@ def _curated_schema(data_root: pathlib.Path) -> str:
   return config.curated_schema_path if pathlib.Path(config.curated_schema_path).is_file() else ""
 
 
+def _default_size(data_root: pathlib.Path) -> int:
+  import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
+  from components.image_example_gen.images import typical_size
+  return typical_size([str(p) for p in sorted(data_root.rglob("*")) if p.is_file()])
+
+
 def per_photo(result: dict) -> dict:
   """Milliseconds per photo: of all photos, or of those the step reads
   (training and validation photos for the feature pass, training photos for an epoch)."""
@@ -171,14 +179,16 @@ def main():
   data_root = pathlib.Path(sys.argv[2] if len(sys.argv) > 2 else
                            SHARED / "data" / "cats_vs_dogs")
   weights = sys.argv[3] if len(sys.argv) > 3 else str(SHARED / "weights")
-  originals = run(data_root, weights)
+  size = _default_size(data_root)
+  originals = run(data_root, weights, "--set", f"train.image_size={size}")
   # The originals' curated schema, if any: the generated photos are the same
   # data grown, and without a schema the run would ingest twice (to infer one).
   schema = _curated_schema(data_root)
-  scaled = run(generate(data_root, count), weights,
+  scaled = run(generate(data_root, count), weights, "--set", f"train.image_size={size}",
                *(["--set", f"data.schema_path={schema}"] if schema else []))
   result = {
       "data_root": str(data_root), "settings": "defaults, one epoch per phase",
+      "image_size": size,
       "originals": {**originals, "per_photo": per_photo(originals)},
       "scaled": {**scaled, "per_photo": per_photo(scaled)},
       "target": {"peak_rss_mb": TARGET_RSS_MB, "cost_per_photo": "flat"},

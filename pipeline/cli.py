@@ -154,6 +154,18 @@ def unfreeze(config, values, comparison_dir, console):
   _experiment(config, "unfreeze", values, comparison_dir, console)
 
 
+@experiment.command()
+@click.option("--values", required=True, help="Comma-separated pixels per side, e.g. 224,256,288.")
+@click.option("--comparison-dir", type=click.Path(), help="Where the table and plot go.")
+@run_options
+def sizes(config, values, comparison_dir, console):
+  """Compare training (and serving) image sizes."""
+  bad = [v for v in values.split(",") if v.strip() and not v.strip().isdigit()]
+  if bad:
+    fail(f"--values: not a whole number of pixels: {', '.join(bad)}")
+  _experiment(config, "sizes", values, comparison_dir, console)
+
+
 from pipeline.history_cli import history, rollback  # noqa: E402
 from pipeline.kubeflow_cli import kubeflow  # noqa: E402
 from pipeline.predict import predict  # noqa: E402

@@ -53,7 +53,7 @@ class TrainConfig:
   alpha: float = 1.0                  # MobileNetV2 width multiplier
   weights: str = "imagenet"           # imagenet | none | path to a .h5 file | folder of Keras weight files
   # Pixels per side; 0 = the photos' own size: their median short side in
-  # steps of 32, from 96 to 224 (the ImageNet weights' native size).
+  # steps of 32, from 96 to 256 (see images.typical_size for why above 224).
   image_size: int = 0
   batch_size: int = 32
   # Head only, base frozen; early stopping usually ends it sooner. On base

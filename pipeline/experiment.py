@@ -16,7 +16,8 @@ from pipeline import runs
 from pipeline.config import PipelineConfig, with_overrides
 
 # Experiment kind -> the setting it varies.
-KINDS = {"bases": "train.base_model", "unfreeze": "train.unfreeze"}
+KINDS = {"bases": "train.base_model", "unfreeze": "train.unfreeze",
+         "sizes": "train.image_size"}
 COLUMNS = ["variant", "status", "test_accuracy", "validation_accuracy", "training_seconds",
            "phase1_trainable_params", "phase2_trainable_params", "unfrozen_layers", "error"]
 

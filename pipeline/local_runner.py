@@ -159,6 +159,8 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
   if summary_path and tf.io.gfile.exists(summary_path):
     with tf.io.gfile.GFile(summary_path) as f:
       training = json.load(f)
+    lines.append(f"Training: {training['base_model']} at {training['config']['image_size']} px"
+                 + ("" if config.train.image_size else " (chosen from the photos' sizes)"))
     for phase, info in training["phases"].items():
       # Wall time of the phase: includes phase 1's feature pass, not only its epochs.
       lines.append(f"Training phase {phase}: skipped, {info['skipped']}" if "skipped" in info

@@ -44,7 +44,7 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       # counting grouped every photo's bytes (2.8 GB for 13,500 photos, 0.8 GB with sketches).
       stats_options=tfdv.StatsOptions(use_sketch_based_topk_uniques=True))
   train_config = dataclasses.asdict(config.train)
-  # 0: the photos' own size (median short side, 96 to 224 px): no upscaling of thumbnails.
+  # 0: the photos' own size (median short side, 96 to 256 px): no upscaling of thumbnails.
   train_config["image_size"] = config.train.image_size or typical_size(
       sample_files(config.data.root, data_layout, 200))
   if statistics_only:

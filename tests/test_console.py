@@ -19,7 +19,7 @@ FOREIGN = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |^[IWEF]\d{4
                      r"|Warning: |^WARNING:|^INFO:")
 # Every line a run prints: component progress, epochs, the summary, the report and log.
 OURS = re.compile(r"^(\[\d\d:\d\d:\d\d\] \w+ |Pipeline |Ingestion: |Training phase \d|Run |Data: "
-                  r"|Anomalies: "
+                  r"|Anomalies: |Training: "
                   r"|Exported: |Evaluation on |Pushed: |Not pushed: |Artifacts: |Writing the run "
                   r"|Report: |Log: |  )")
 

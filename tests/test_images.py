@@ -102,6 +102,7 @@ def test_the_automatic_training_size_follows_the_photos(tmp_path):
   broken = tmp_path / "broken.jpg"
   broken.write_bytes(b"not an image")
   assert typical_size(photos("thumb", *[(128, 128)] * 3) + [str(broken)]) == 128  # no upscaling
-  assert typical_size(photos("phone", (800, 600), (640, 480), (400, 300))) == 224  # capped
+  assert typical_size(photos("phone", (800, 600), (640, 480), (400, 300))) == 256  # capped
+  assert typical_size(photos("web", (500, 375), (320, 240), (300, 240))) == 224
   assert typical_size(photos("tiny", (50, 40), (40, 40))) == 96  # a floor for the base
   assert typical_size(photos("mixed", (200, 150), (180, 170), (300, 300))) == 160  # median, /32

@@ -124,6 +124,7 @@ def test_phase2_is_skipped_when_the_head_alone_fits_the_photos(tiny_run, tmp_pat
   training = json.loads((model_dir / "training_summary.json").read_text())
   assert {r["phase"] for r in history} == {1} and training["exported"]["phase"] == 1
   summary = "\n".join(summarize(config, run))
+  assert f"Training: {config.train.base_model} at {config.train.image_size} px\n" in summary
   assert "Training phase 2: skipped, the head alone reached" in summary
   assert "above train.phase2_max_accuracy 0" in summary
 

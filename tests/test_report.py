@@ -128,6 +128,32 @@ def test_experiment_compares_unfreeze_rules_on_one_ingestion(experiment):
   assert not (pathlib.Path(config.serving_dir)).exists()
 
 
+def test_experiment_compares_image_sizes_each_trained_at_its_size(tmp_path):
+  from components.trainer.train import SUMMARY_FILE
+  data = make_dataset(tmp_path / "photos", {"train": 8, "validation": 4, "test": 4})
+  overrides = tiny_overrides(data, tmp_path / "out", **TINY_VGG)
+  args = ["experiment", "sizes", "--values", "32,48", "--comparison-dir", str(tmp_path / "cmp")]
+  args += [f"--set={key}={value}" for key, value in overrides.items() if key != "beam_args"]
+  args += [f"--beam-arg={arg}" for arg in overrides["beam_args"]]
+  result = CliRunner().invoke(main, args)
+  assert result.exit_code == 0, result.output
+  with open(tmp_path / "cmp" / "comparison.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert [(r["variant"], r["status"]) for r in rows] == [("32", "ok"), ("48", "ok")]
+  assert "| train.image_size | status | test_accuracy | validation_accuracy" in result.output
+
+  config = load_config(None, overrides).validate()
+  store = runs.open_store(os.path.join(config.output_dir, f"{config.pipeline_name}-experiments",
+                                       "metadata.sqlite"))
+  trained_at = sorted(json.loads((pathlib.Path(model.uri) / SUMMARY_FILE).read_text())
+                      ["config"]["image_size"] for model in store.get_artifacts_by_type("Model"))
+  assert trained_at == [32, 48]
+
+  bad = CliRunner().invoke(main, ["experiment", "sizes", "--values", "224,big", "--data-root",
+                                  str(data)])
+  assert bad.exit_code == 2 and "not a whole number of pixels: big" in bad.output
+
+
 def test_gallery_lists_exactly_the_misclassified_test_photos(experiment, tmp_path):
   config, _, _, data = experiment
   from pipeline.experiment import experiment_config

@@ -143,9 +143,16 @@ def upright_bytes(data: bytes) -> bytes:
   return data
 
 
-def typical_size(paths: list[str], smallest: int = 96, largest: int = 224) -> int:
+def typical_size(paths: list[str], smallest: int = 96, largest: int = 256) -> int:
   """A training size for these photos: their median short side, in steps of 32,
-  between `smallest` and `largest`. Upscaling small photos adds no detail, only cost."""
+  between `smallest` and `largest`. Upscaling small photos adds no detail, only cost.
+
+  The cap is above the ImageNet weights' 224 px: a model pretrained on random
+  crops sees objects larger than a whole photo shows them, so larger photos do
+  better a little above 224. On cats vs dogs (median short side 363 px), 256 px
+  against 224 in 5-fold cross-validation on the 2,500 training and validation
+  photos: 31 vs 38 wrong, log loss 0.039 vs 0.046, at 1.3x the compute.
+  """
   sides = []
   for path in paths:
     try:
