@@ -107,13 +107,21 @@ def plot_comparison(rows: list[dict], setting: str, path: pathlib.Path) -> None:
   done = [r for r in rows if r["status"] == "ok"]
   figure, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
   names = [str(r["variant"]) for r in done]
-  accuracies = [r["test_accuracy"] for r in done]
-  left.bar(names, accuracies, color="tab:blue")
-  for x, value in enumerate(accuracies):
-    left.text(x, value, f"{value:.3f}", ha="center", va="bottom", fontsize=9)
+  # Validation first: it is what to choose by; the test split is the final figure.
+  width = 0.4
+  for offset, column, color in ((-width / 2, "validation_accuracy", "tab:green"),
+                                (width / 2, "test_accuracy", "tab:blue")):
+    values = [r[column] for r in done]
+    left.bar([x + offset for x in range(len(done))], values, width, color=color,
+             label=column.split("_")[0])
+    for x, value in enumerate(values):
+      left.text(x + offset, value, f"{value:.3f}", ha="center", va="bottom", fontsize=8)
+  left.set_xticks(range(len(done)), names)
+  accuracies = [r[c] for r in done for c in ("validation_accuracy", "test_accuracy")]
   if accuracies:
     left.set_ylim(max(0.0, min(accuracies) - 0.1), 1.03)  # room for the labels
-  left.set_title("test accuracy")
+    left.legend(loc="lower right", fontsize=8)
+  left.set_title("accuracy (choose by validation)")
   right.bar(names, [r["training_seconds"] / 60 for r in done], color="tab:orange")
   right.set_title("training time (minutes)")
   for ax in (left, right):
