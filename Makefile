@@ -13,10 +13,18 @@ install: $(VENV)/.installed
 
 # tfx 1.16 declares Requires-Python <3.11, yet every wheel it needs exists for
 # 3.11; the lock is a full resolution, so --no-deps installs it without backtracking.
+# uv installs the same lock in seconds (pip: minutes); pip is the fallback
+# when uv cannot be had, with the same versions either way.
+UV_VERSION ?= 0.13.9
 $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --ignore-requires-python --no-deps -r requirements.lock
-	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	if $(BIN)/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION); then \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -r requirements.lock && \
+	  $(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .; \
+	else \
+	  $(BIN)/pip install --quiet --ignore-requires-python --no-deps -r requirements.lock && \
+	  $(BIN)/pip install --quiet --no-deps --no-build-isolation -e .; \
+	fi
 	touch $@
 
 run: install
