@@ -124,7 +124,7 @@ def run(data_root: pathlib.Path, weights: str, *extra: str) -> dict:
 
 def _figures(output: pathlib.Path) -> dict:
   import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-  from components.image_example_gen.executor import report_path
+  from components.data_facts import report_path
   from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
   from pipeline import runs
 

@@ -19,7 +19,7 @@ import time
 import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from components.blessing import read_verdict
 from components.evaluation import read_accuracy
-from components.image_example_gen.executor import report_path
+from components.data_facts import report_path
 from components.trainer.train import HISTORY_FILE, SUMMARY_FILE, best_epoch
 from pipeline.config import load_config
 from pipeline.local_runner import run_pipeline

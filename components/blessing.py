@@ -99,7 +99,7 @@ def BlessingGate(evaluation: InputArtifact[ModelEvaluation], model: InputArtifac
   """
   from components.evaluation import (predict_examples, read_accuracy, read_confusion_matrix,
                                      recall_per_class)
-  from components.image_example_gen.executor import labels_path
+  from components.data_facts import labels_path
   from components.serving import served_versions
   with tf.io.gfile.GFile(labels_path(examples.uri)) as f:
     class_names = json.load(f)["class_names"]

@@ -14,7 +14,7 @@ from tfx.dsl.component.experimental.decorators import component
 from tfx.types.standard_artifacts import ExampleAnomalies, Examples, Schema
 
 from components.data_gate import read_anomalies, stop_or_warn
-from components.image_example_gen.executor import report_path
+from components.data_facts import report_path
 from components.schema_importer import SCHEMA_FILE_NAME
 
 SPLIT = "drift"  # the one "split" of the anomalies artifact: newest vs previous span

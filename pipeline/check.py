@@ -12,16 +12,15 @@ import tempfile
 
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
-from tfx import v1 as tfx
-from tfx.orchestration import metadata
 
 from components.data_gate import DataAnomaliesError, read_anomalies
-from components.image_example_gen import detect_layout
-from components.image_example_gen.executor import report_path
+from components.image_example_gen import DataLayoutError, detect_layout
+from components.data_facts import report_path
 from pipeline import runs
 from pipeline.config import PipelineConfig, with_overrides
-from pipeline.local_runner import data_lines
-from pipeline.pipeline import create_pipeline
+from pipeline.local_runner import data_lines, run_stages
+from pipeline.pipeline import DATA_CHECK, STATISTICS
+from pipeline.schema import read_schema
 
 SAME_PHOTO = ("duplicate of", "conflicting labels")
 
@@ -64,6 +63,18 @@ def size_lines(statistics_uri: str, split_names: list[str]) -> list[str]:
   return lines
 
 
+def stopped_ingestion_lines(pipeline_root: str, show: int = 20) -> list[str]:
+  """The data lines of the newest ingestion report under `pipeline_root`, for a
+  run that ingestion stopped (too thin to train): its Examples were never
+  recorded in ML Metadata, but the report was written first."""
+  found = tf.io.gfile.glob(report_path(os.path.join(pipeline_root, "ImageExampleGen",
+                                                    "examples", "*")))
+  if not found:
+    return []
+  newest = max(found, key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0)
+  return data_lines(os.path.dirname(os.path.dirname(newest)), show=show)
+
+
 def check(config: PipelineConfig, echo) -> int:
   """Prints the check; returns the exit code a run would end with (0 or 2)."""
   echo(f"Checking {config.data.root} (no training; nothing recorded)")
@@ -72,15 +83,20 @@ def check(config: PipelineConfig, echo) -> int:
   has_schema = tf.io.gfile.exists(schema)
   with tempfile.TemporaryDirectory(prefix="finetune-check-") as scratch:
     checked = with_overrides(config, {"output_dir": scratch, "data.schema_path": schema})
-    connection = metadata.sqlite_metadata_connection_config(checked.metadata_path)
     os.makedirs(checked.run_dir, exist_ok=True)
-    pipeline = (create_pipeline(checked, connection, data_only=True) if has_schema
-                else create_pipeline(checked, connection, statistics_only=True))
     stopped = None
     try:
-      tfx.orchestration.LocalDagRunner().run(pipeline)
+      if has_schema:
+        run_stages(checked, read_schema(schema), schema, DATA_CHECK, echo=lambda line: None)
+      else:
+        run_stages(checked, "", schema, STATISTICS, echo=lambda line: None)
     except DataAnomaliesError as e:
       stopped = str(e)
+    except DataLayoutError as e:  # too thin to train: the counts show why
+      for line in stopped_ingestion_lines(checked.pipeline_root, show=10**6):
+        echo(line)
+      echo(f"Run stopped: {e}", err=True)
+      return 2
     run = runs.load_run(runs.open_store(checked.metadata_path))
     examples = run.artifact("ImageExampleGen", "examples")
     echo("\n".join(data_lines(examples.uri, show=10**6)))

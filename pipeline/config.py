@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy as copy_module
 import dataclasses
+import math
+import os
 import pathlib
 import posixpath
 import re
@@ -199,18 +201,22 @@ class PipelineConfig:
 
     Raises ConfigError naming the first offending setting.
     """
+    _check_finite(self)
     if not self.data.root:
       raise ConfigError("data.root is not set: pass --data-root or set data.root in the YAML file")
-    if storage.uses_s3(self.data.root):
-      storage.enable_s3()  # the data root's layout is read before any task runs
     if not self.pipeline_name:
       self.pipeline_name = name_for(self.data.root)
+    # Recorded in the metadata: relative paths would be read against whatever
+    # folder a later command (report, history, a cron job) starts in.
+    for section, name in ((self.data, "root"), (self, "output_dir")):
+      if "://" not in getattr(section, name):
+        setattr(section, name, os.path.abspath(getattr(section, name)))
     check_pipeline_name(self.pipeline_name)
     if set(self.data.split_ratios) != {"train", "validation", "test"} or min(
         self.data.split_ratios.values()) < 1:
       raise ConfigError("data.split_ratios needs positive train, validation and test entries, "
                         f"got {self.data.split_ratios}")
-    _check_range("data.max_image_side", self.data.max_image_side, 0)
+    _check_range("data.max_image_side", self.data.max_image_side, 0, at_most=MAX_IMAGE_SIDE)
     spans = str(self.data.spans)
     if spans not in ("all", "latest") and not (spans.isdigit() and int(spans) > 0):
       raise ConfigError(f"data.spans must be all, latest or a positive number of spans, "
@@ -276,10 +282,33 @@ def check_pipeline_name(name: str) -> None:
         f"e.g. {name_for(name)!r}")
 
 
-def _check_range(name: str, value, low, high=None) -> None:
+# Upper bounds: beyond them a setting is a typo, and would fail (or run for
+# days) long after the run started.
+MAX_IMAGE_SIZE = 1024     # px per side: 20x the pixels of 224, beyond what the bases were trained at
+MAX_IMAGE_SIDE = 16384    # data.max_image_side: a downscaling cap, not a size to train at
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 4096
+MAX_PATIENCE = 1000
+
+
+def _check_finite(target: Any, prefix: str = "") -> None:
+  """Every float setting is a number: nan passes every comparison, so no
+  range check would catch it, and inf overflows the first step that uses it."""
+  for field in dataclasses.fields(target):
+    value = getattr(target, field.name)
+    if dataclasses.is_dataclass(value):
+      _check_finite(value, f"{prefix}{field.name}.")
+    elif isinstance(value, float) and not math.isfinite(value):
+      raise ConfigError(f"{prefix}{field.name} must be a finite number, got {value}")
+
+
+def _check_range(name: str, value, low, high=None, at_most=None) -> None:
+  """`high`: the domain's end ("between low and high"); `at_most`: a sanity cap."""
   if value < low or (high is not None and value > high):
     span = f"at least {low}" if high is None else f"between {low} and {high}"
     raise ConfigError(f"{name} must be {span}, got {value}")
+  if at_most is not None and value > at_most:
+    raise ConfigError(f"{name} must be at most {at_most}, got {value}")
 
 
 def _validate_train(train: "TrainConfig") -> None:
@@ -292,10 +321,14 @@ def _validate_train(train: "TrainConfig") -> None:
   if train.image_size and train.image_size < minimum:
     raise ConfigError(f"train.image_size must be at least {minimum} for {train.base_model}, "
                       f"got {train.image_size}")
-  _check_range("train.batch_size", train.batch_size, 1)
-  _check_range("train.phase1_epochs", train.phase1_epochs, 1)
-  _check_range("train.phase2_epochs", train.phase2_epochs, 0)
-  _check_range("train.early_stopping_patience", train.early_stopping_patience, 1)
+  if train.image_size < 0 or train.image_size > MAX_IMAGE_SIZE:
+    raise ConfigError(f"train.image_size must be 0 (the photos' own size) or between {minimum} "
+                      f"and {MAX_IMAGE_SIZE}, got {train.image_size}")
+  _check_range("train.batch_size", train.batch_size, 1, at_most=MAX_BATCH_SIZE)
+  _check_range("train.phase1_epochs", train.phase1_epochs, 1, at_most=MAX_EPOCHS)
+  _check_range("train.phase2_epochs", train.phase2_epochs, 0, at_most=MAX_EPOCHS)
+  _check_range("train.early_stopping_patience", train.early_stopping_patience, 1,
+               at_most=MAX_PATIENCE)
   _check_range("train.phase2_max_accuracy", train.phase2_max_accuracy, 0.0, 1.0)
   _check_range("train.max_train_examples", train.max_train_examples, 0)
   for phase in (1, 2):
@@ -319,6 +352,8 @@ def _validate_train(train: "TrainConfig") -> None:
   if not unfreeze.strip():
     raise ConfigError("train.unfreeze is empty: use auto, all, 0, a number or a layer name")
   from components.trainer.weights import WeightsNotFoundError, resolve_weights
+  if "://" in str(train.weights):
+    return  # a bucket: the Trainer reads it where it runs (settings touch no storage)
   try:
     resolve_weights(train.weights, train.base_model, train.alpha, train.image_size)
   except WeightsNotFoundError as e:

@@ -13,7 +13,7 @@ import posixpath
 import tensorflow as tf
 
 from components.blessing import read_verdict
-from components.image_example_gen.executor import report_path
+from components.data_facts import report_path
 from components.serving import served_versions
 from pipeline import runs
 

@@ -2,7 +2,9 @@
 
 The same create_pipeline as the local runner; each task runs TFX's
 kubeflow_v2_run_executor in the project's image, so `components` and
-`pipeline` must be importable there (deploy/kubeflow/Dockerfile).
+`pipeline` must be importable there (deploy/kubeflow/Dockerfile). Compiling
+reads no photo and touches no bucket: the tasks find the data's layout,
+classes and training size when they run.
 """
 from __future__ import annotations
 
@@ -11,12 +13,17 @@ import os
 import yaml
 
 from pipeline import storage
-from pipeline.config import ConfigError, PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.config import PROJECT_ROOT, ConfigError, PipelineConfig
+from pipeline.pipeline import READS_SERVED_MODEL, create_pipeline
+from pipeline.schema import SchemaError, read_schema
 
 PACKAGE_SUFFIXES = (".yaml", ".yml")  # what the KFP client uploads (it refuses .json)
 ENTRYPOINT = ["python", "-m", "pipeline.kfp_executor"]  # TFX's, with input types filled in
-READS_OUTSIDE = ("ImageExampleGen", "BlessingGate", "Pusher")
+# The open-source backend caches a task on its parameters alone: new photos
+# would not bust ImageExampleGen's cache (TFX's input fingerprint comes from
+# a driver hook that backend does not run), nor a changed served model
+# BlessingGate's. They read the world outside the pipeline: never cached.
+READS_OUTSIDE = ("ImageExampleGen",) + READS_SERVED_MODEL
 
 
 def trainer_resources(config: PipelineConfig):
@@ -65,12 +72,31 @@ def _s3_access(config: PipelineConfig, spec: dict) -> dict | None:
 def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
   """Writes the package to `output_path`; returns the pipeline spec as a dict."""
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner
-  config.validate()
   if not config.kubeflow.image:
     raise ConfigError("kubeflow.image is not set: pass --image (see deploy/kubeflow/README.md)")
   if not output_path.endswith(PACKAGE_SUFFIXES):
     raise ConfigError(f"--output {output_path}: a Kubeflow package is a .yaml or .yml file")
-  pipeline = create_pipeline(config)
+  for setting, path in (("--data-root", config.data.root), ("--pipeline-root", config.output_dir)):
+    if "://" not in path:
+      raise ConfigError(f"{setting} {path} is on this machine, where no pod can read it: "
+                        "give a bucket (s3://... or gs://...)")
+  weights = str(config.train.weights)
+  if weights not in ("imagenet", "none", "") and "://" not in weights and not weights.startswith("/"):
+    raise ConfigError(f"--weights {weights} is on this machine, where no pod can read it: give "
+                      "a bucket (s3://... or gs://...) or a path inside the image")
+  schema_source = config.schema_file
+  try:
+    if "://" in schema_source:  # no schema of ours for this data: compiling reads no bucket
+      raise SchemaError(f"no schema for {config.pipeline_name} in schemas/")
+    schema_text = read_schema(schema_source)
+  except SchemaError as e:
+    raise ConfigError(f"{e}: a Kubeflow package carries its schema; pass --set "
+                      "data.schema_path=FILE (`finetune run` on a sample infers one)") from None
+  # Recorded as the schema's source: no path of this machine goes into the package.
+  schema_label = (os.path.relpath(schema_source, PROJECT_ROOT)
+                  if os.path.abspath(schema_source).startswith(f"{PROJECT_ROOT}/")
+                  else os.path.basename(schema_source))
+  pipeline = create_pipeline(config, schema_text, schema_label)
   for component in pipeline.components:
     if component.id == "Trainer":
       component.with_platform_config(trainer_resources(config))
@@ -84,10 +110,6 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
   # Where Kubeflow puts the artifacts unless a run says otherwise (the TFX
   # runner leaves it to the run; KFP's own compiler writes it here).
   spec["defaultPipelineRoot"] = config.pipeline_root
-  # The open-source backend caches a task on its parameters alone: new photos
-  # would not bust ImageExampleGen's cache (TFX's input fingerprint comes from
-  # a driver hook that backend does not run), nor a changed served model
-  # BlessingGate's. They read the world outside the pipeline: never cached.
   for task in READS_OUTSIDE:
     spec["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
   platform_spec = _s3_access(config, spec)

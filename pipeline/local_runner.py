@@ -13,17 +13,18 @@ import time
 
 import tensorflow as tf
 from tfx import v1 as tfx
+from tfx.dsl.compiler import compiler
 from tfx.orchestration import metadata
 from tfx.utils import dependency_utils
 
 from components.data_gate import read_anomalies
 from components.blessing import read_verdict
 from components.image_example_gen import detect_layout
-from components.image_example_gen.executor import report_path
+from components.data_facts import report_path
 from pipeline import runs
 from pipeline.config import PipelineConfig, uses_direct_runner
-from pipeline.pipeline import create_pipeline
-from pipeline.schema import create_schema
+from pipeline.pipeline import MODEL, READS_SERVED_MODEL, STATISTICS, create_pipeline
+from pipeline.schema import create_schema, read_schema
 
 
 class _Progress(threading.Thread):
@@ -96,25 +97,37 @@ def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
   config.validate()
   detect_layout(config.data.root, config.data.spans)  # a data problem stops the run before anything is written
   os.makedirs(config.run_dir, exist_ok=True)
-  _skip_tfx_sdist_on_direct_runner()
-  connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
   echo(f"Pipeline {config.pipeline_name}: data {config.data.root}, outputs {config.run_dir}")
-  if not tf.io.gfile.exists(config.schema_file):
+  schema_file = config.schema_file
+  if not tf.io.gfile.exists(schema_file):
     echo(f"No schema for {config.pipeline_name} yet: ingesting, then inferring one "
          "from the training statistics")
-    _run(create_pipeline(config, connection, statistics_only=True), config, echo)
+    run_stages(config, "", schema_file, STATISTICS, echo)
     path = create_schema(config, runs.load_run(runs.open_store(config.metadata_path)))
     echo(f"Schema created: {path} (inferred from this data; review it; later runs "
          "validate against it)")
-  _run(create_pipeline(config, connection, experiment=experiment), config, echo)
+  # An experiment's variants are evaluated on their own, never judged or pushed.
+  run_stages(config, read_schema(schema_file), schema_file, MODEL if experiment else None, echo)
   return runs.load_run(runs.open_store(config.metadata_path))
 
 
-def _run(pipeline, config: PipelineConfig, echo) -> None:
+def run_stages(config: PipelineConfig, schema_text: str, schema_source: str,
+               stages: tuple[str, ...] | None, echo) -> None:
+  """Runs create_pipeline's `stages` (None: all of them) with LocalDagRunner."""
+  _skip_tfx_sdist_on_direct_runner()
+  connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
+  ir = compiler.Compiler().compile(
+      create_pipeline(config, schema_text, schema_source, connection))
+  for node in list(ir.nodes):
+    node_id = node.pipeline_node.node_info.id
+    if stages is not None and node_id not in stages:
+      ir.nodes.remove(node)  # only downstream stages go: what runs keeps its inputs
+    elif node_id in READS_SERVED_MODEL:
+      node.pipeline_node.execution_options.caching_options.enable_cache = False
   progress = _Progress(config.metadata_path, echo)
   progress.start()
   try:
-    tfx.orchestration.LocalDagRunner().run(pipeline)
+    tfx.orchestration.LocalDagRunner().run_with_ir(ir)
   finally:
     progress.stop()
 

@@ -1,56 +1,55 @@
-"""create_pipeline(config): the stages and how they connect. Wiring only."""
+"""create_pipeline: the stages and how they connect. Wiring only.
+
+It takes resolved arguments and touches no file: the data root's layout, its
+classes and the training size are found by the tasks when they run
+(components/data_facts.py), and the schema's text is read by the runner. So
+the same definition runs here and compiles for Kubeflow on a machine that
+cannot see the bucket. Which of its stages a run executes is the runner's choice.
+"""
 from __future__ import annotations
 
 import dataclasses
 
 import tensorflow_data_validation as tfdv
 from tfx import v1 as tfx
+from tfx.dsl.components.base import executor_spec
 from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 
+from components import pusher, runtime_config
 from components.blessing import BlessingGate
 from components.data_gate import DataGate
 from components.drift import SpanDrift
-from components.evaluation import eval_config
-from components.image_example_gen import ImageExampleGen, detect_layout
-from components.image_example_gen.images import typical_size
-from components.image_example_gen.layout import sample_files
+from components.image_example_gen import ImageExampleGen
 from components.schema_importer import SchemaImporter
 from pipeline.config import PipelineConfig
-from pipeline.schema import read_schema
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
+# The stages a run may stop after (the runners' choices):
+STATISTICS = ("ImageExampleGen", "StatisticsGen")  # enough to infer a first schema
+DATA_CHECK = STATISTICS + ("SchemaImporter", "ExampleValidator", "DataGate", "SpanDrift")
+MODEL = DATA_CHECK + ("Transform", "Trainer", "Evaluator")  # an experiment's variant
+# They judge against, and write to, the served model folder: state outside the
+# pipeline's inputs, so a cached verdict or push would be stale. Never cached.
+READS_SERVED_MODEL = ("BlessingGate", "Pusher")
 
-def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
-                    experiment: bool = False, statistics_only: bool = False,
-                    data_only: bool = False) -> tfx.dsl.Pipeline:
+
+def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str,
+                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
   """Builds fresh component objects each call (TFX's DSL registry forbids reuse).
 
-  `experiment=True` leaves out the blessing and the Pusher: a variant is
-  evaluated on its own and never served. `statistics_only=True` stops after
-  StatisticsGen: the first run over a dataset infers its schema from that.
-  `data_only=True` stops after the data gate (`finetune check`).
+  `schema_text`: the dataset's schema (pbtxt) as read from `schema_source`; ""
+  before one exists, when a runner runs only the STATISTICS stages to infer it.
   """
-  config.validate()
-  data_layout = detect_layout(config.data.root, config.data.spans)
-
   example_gen = ImageExampleGen(
-      input_base=config.data.root, data_layout=data_layout,
-      split_ratios=config.data.split_ratios,
+      input_base=config.data.root, split_ratios=config.data.split_ratios,
       max_image_side=config.data.max_image_side, spans=config.data.spans)
   statistics_gen = tfx.components.StatisticsGen(
       examples=example_gen.outputs["examples"],
       # Sketches count the most frequent values in bounded memory; exact
       # counting grouped every photo's bytes (2.8 GB for 13,500 photos, 0.8 GB with sketches).
       stats_options=tfdv.StatsOptions(use_sketch_based_topk_uniques=True))
-  train_config = dataclasses.asdict(config.train)
-  # 0: the photos' own size (median short side, 96 to 256 px): no upscaling of thumbnails.
-  train_config["image_size"] = config.train.image_size or typical_size(
-      sample_files(config.data.root, data_layout, 200))
-  if statistics_only:
-    return _pipeline(config, [example_gen, statistics_gen], metadata_connection_config)
-  schema_gen = SchemaImporter(schema_text=read_schema(config.schema_file),
-                              schema_source=config.schema_file)
+  schema_gen = SchemaImporter(schema_text=schema_text, schema_source=schema_source)
   example_validator = tfx.components.ExampleValidator(
       statistics=statistics_gen.outputs["statistics"],
       schema=schema_gen.outputs["schema"])
@@ -60,18 +59,17 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
                          schema=schema_gen.outputs["schema"],
                          fail_on_anomalies=config.data.fail_on_anomalies)
 
-  if data_only:
-    return _pipeline(config, [example_gen, statistics_gen, schema_gen, example_validator,
-                              data_gate, span_drift], metadata_connection_config)
-
+  # train.image_size 0: the size ingestion picks from the photos (components/runtime_config.py).
+  train_config = dataclasses.asdict(config.train)
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
       preprocessing_fn="components.transform.preprocessing_fn",
-      custom_config={"image_size": train_config["image_size"]},
+      custom_config={"image_size": config.train.image_size},
       # Decoding happens on the fly in training; see components/transform.py.
       materialize=False, disable_statistics=True,
       splits_config=transform_pb2.SplitsConfig(analyze=[TRAIN]))
+  transform.executor_spec = executor_spec.BeamExecutorSpec(runtime_config.TransformExecutor)
   transform.add_upstream_node(data_gate)  # no training on data with anomalies
   transform.add_upstream_node(span_drift)  # nor on a data drop that drifted
 
@@ -87,12 +85,8 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],
       model=trainer.outputs["model"],
-      example_splits=[TEST],
-      eval_config=eval_config(len(data_layout.class_names)))
-  components = [example_gen, statistics_gen, schema_gen, example_validator, data_gate,
-                span_drift, transform, trainer, evaluator]
-  if experiment:
-    return _pipeline(config, components, metadata_connection_config)
+      example_splits=[TEST])  # metrics for the classes found: components/runtime_config.py
+  evaluator.executor_spec = executor_spec.BeamExecutorSpec(runtime_config.EvaluatorExecutor)
 
   push_destination = f"{config.serving_dir}/{config.model_name}"
   # The baseline is the model served now, read by the gate from the push
@@ -105,23 +99,18 @@ def create_pipeline(config: PipelineConfig, metadata_connection_config=None,
       accuracy_threshold=config.evaluate.accuracy_threshold,
       max_accuracy_drop=config.evaluate.max_accuracy_drop)
 
-  pusher = tfx.components.Pusher(
+  model_pusher = tfx.components.Pusher(
       model=trainer.outputs["model"],
       model_blessing=blessing_gate.outputs["blessing"],
       push_destination=pusher_pb2.PushDestination(
           filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=push_destination)))
+  model_pusher.executor_spec = executor_spec.ExecutorClassSpec(pusher.Executor)
 
-  return _pipeline(config, components + [blessing_gate, pusher],
-                   metadata_connection_config)
-
-
-def _pipeline(config: PipelineConfig, components: list, metadata_connection_config
-              ) -> tfx.dsl.Pipeline:
   return tfx.dsl.Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
-      components=components,
+      components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
+                  span_drift, transform, trainer, evaluator, blessing_gate, model_pusher],
       enable_cache=True,
       metadata_connection_config=metadata_connection_config,
       beam_pipeline_args=config.beam_pipeline_args)
-

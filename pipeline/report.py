@@ -66,7 +66,7 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
   from components.data_gate import read_anomalies
   from components.blessing import read_verdict
   from components.evaluation import predict_examples, read_confusion_matrix, read_metrics
-  from components.image_example_gen.executor import report_path
+  from components.data_facts import report_path
   from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
 
   data: dict = {"pipeline_name": config.pipeline_name, "run_id": run.run_id,

@@ -17,6 +17,7 @@ import pathlib
 
 from pipeline import runs
 from pipeline.config import PipelineConfig
+from pipeline.files import atomic_write_text
 
 HEADER = """\
 # Inferred by finetune from the training statistics of {source}.
@@ -99,7 +100,7 @@ def _normalized(schema_text: str) -> str:
 def _class_names(run: runs.PipelineRun) -> list[str]:
   import json
   import tensorflow as tf
-  from components.image_example_gen.executor import labels_path
+  from components.data_facts import labels_path
   with tf.io.gfile.GFile(labels_path(run.artifact("ImageExampleGen", "examples").uri)) as f:
     return json.load(f)["class_names"]
 
@@ -110,8 +111,8 @@ def create_schema(config: PipelineConfig, run: runs.PipelineRun) -> str:
   schema = infer_schema(run.artifact("StatisticsGen", "statistics").uri, _class_names(run))
   path = config.schema_file
   tf.io.gfile.makedirs(os.path.dirname(path))
-  with tf.io.gfile.GFile(path, "w") as f:
-    f.write(schema_text(schema, f"run {run.run_id} of {config.data.root}"))
+  # Later runs validate against it: a torn file would stop every one of them.
+  atomic_write_text(path, schema_text(schema, f"run {run.run_id} of {config.data.root}"))
   return path
 
 
@@ -127,8 +128,7 @@ def propose_schema(config: PipelineConfig, run: runs.PipelineRun,
   inferred = text_format.MessageToString(schema)
   path = pathlib.Path(output) if output else (
       pathlib.Path(config.run_dir) / "schema" / "inferred.pbtxt")
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(schema_text(schema, f"run {run.run_id}"))
+  atomic_write_text(path, schema_text(schema, f"run {run.run_id}"))
   # The schema this run validated against, as SchemaImporter recorded it.
   from components.schema_importer import SCHEMA_FILE_NAME
   in_use = os.path.join(run.artifact("SchemaImporter", "schema").uri, SCHEMA_FILE_NAME)

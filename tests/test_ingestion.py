@@ -4,13 +4,12 @@ import pathlib
 
 import pytest
 import tensorflow as tf
-from tfx.components.example_gen.driver import FileBasedDriver
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
-from components.image_example_gen.component import ImageExampleGen
-from components.image_example_gen.executor import Executor, labels_path, report_path
-from components.image_example_gen.layout import detect_layout
+from components.image_example_gen.component import Driver, ImageExampleGen
+from components.data_facts import labels_path, report_path
+from components.image_example_gen.executor import Executor
 from conftest import SHARED_DATA, make_dataset, requires_shared
 
 SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
@@ -22,14 +21,14 @@ SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
 def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",),
            read_back=True, spans="all"):
   """Runs the component's executor as the orchestrator would; returns (report, records)."""
-  component = ImageExampleGen(str(data_root), detect_layout(str(data_root), spans),
-                              ratios or {"train": 8, "validation": 1, "test": 1}, 1024, spans)
+  component = ImageExampleGen(str(data_root), ratios or {"train": 8, "validation": 1, "test": 1},
+                              1024, spans)
   examples = standard_artifacts.Examples()
   examples.uri = str(out_dir)
   exec_properties = {k: proto_utils.proto_to_json(v) if hasattr(v, "DESCRIPTOR") else v
                      for k, v in component.exec_properties.items()}
   # As the orchestrator does: the driver fingerprints the input files.
-  exec_properties = FileBasedDriver(None).resolve_exec_properties(exec_properties, None, None)
+  exec_properties = Driver(None).resolve_exec_properties(exec_properties, None, None)
   Executor(Executor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir) + "_tmp")
            ).Do({}, {"examples": [examples]}, exec_properties)
   records = {}

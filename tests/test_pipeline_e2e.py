@@ -12,7 +12,7 @@ from pipeline import runs
 from pipeline.config import load_config
 from pipeline.local_runner import run_pipeline, summarize
 from components.evaluation import read_accuracy
-from components.image_example_gen.executor import report_path
+from components.data_facts import report_path
 from conftest import (SHARED_DATA, SHARED_WEIGHTS, TINY_VGG, make_dataset, requires_shared,
                       tiny_overrides)
 

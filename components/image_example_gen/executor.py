@@ -22,7 +22,6 @@ import apache_beam as beam
 from apache_beam.io import tfrecordio
 from apache_beam.io.filesystem import CompressionTypes
 import tensorflow as tf
-from tfx.components.example_gen import utils as example_gen_utils
 from tfx.components.example_gen import write_split
 from tfx.components.example_gen import base_example_gen_executor
 from tfx.components.example_gen.base_example_gen_executor import BaseExampleGenExecutor
@@ -32,13 +31,13 @@ from tfx.types import artifact_utils
 from tfx.utils import proto_utils
 
 from components import progress
+from components.data_facts import REPORT_DIR, labels_path, report_path, write_facts
 from components.image_example_gen import layout
 from components.image_example_gen.images import (RejectedImage, make_example, photo_digest,
-                                                 prepare_image)
+                                                 prepare_image, typical_size)
 
 MAX_IMAGE_SIDE_KEY = "max_image_side"
 SPANS_KEY = "spans"
-REPORT_DIR = "ingestion"
 _REPORT_DIR_KEY = "_ingestion_report_dir"
 _LAYOUT_KEY = "_layout"
 _REJECTED = "rejected"
@@ -50,14 +49,6 @@ PROGRESS_TASK = "Reading photos"
 
 class IngestionIncompleteError(RuntimeError):
   """Fewer records came out of the Beam pipeline than files went in."""
-
-
-def report_path(examples_uri: str) -> str:
-  return posixpath.join(examples_uri, REPORT_DIR, "report.json")
-
-
-def labels_path(examples_uri: str) -> str:
-  return posixpath.join(examples_uri, REPORT_DIR, "labels.json")
 
 
 def _batches() -> beam.PTransform:
@@ -100,8 +91,8 @@ class _ThreadedFiles(beam.DoFn):
 
 
 def _read(listed: layout.ListedFile) -> bytes:
-  with tf.io.gfile.GFile(listed.path, "rb") as f:
-    return f.read()
+  # Broken links, link loops and non-UTF-8 names raise RejectedImage with the reason.
+  return layout.read_file(listed)
 
 
 def _rejection(listed: layout.ListedFile, reason: str) -> beam.pvalue.TaggedOutput:
@@ -222,6 +213,14 @@ def _count_labels(split_uri: str, class_names: list[str]) -> dict[str, int]:
   return {name: counts[i] for i, name in enumerate(class_names)}
 
 
+def output_split_names(data_layout: layout.Layout, output_config: example_gen_pb2.Output
+                       ) -> list[str]:
+  """The split folders found, or the hash split's names (split_ratios) without them."""
+  if data_layout.has_split_folders:
+    return list(layout.SPLIT_FOLDERS)
+  return [split.name for split in output_config.split_config.splits]
+
+
 class Executor(BaseExampleGenExecutor):
   """Custom ExampleGen executor for folders of images."""
 
@@ -235,23 +234,21 @@ class Executor(BaseExampleGenExecutor):
     All input splits are read in one Beam pipeline so that the same photo is
     found across class and split folders alike.
     """
-    input_config, output_config = example_gen_pb2.Input(), example_gen_pb2.Output()
-    proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+    output_config = example_gen_pb2.Output()
     proto_utils.json_to_proto(exec_properties["output_config"], output_config)
     root = exec_properties["input_base"]
     data_layout = exec_properties[_LAYOUT_KEY]
     names = list(data_layout.class_names)
     sources = data_layout.split_sources(root)
     report_dir = exec_properties[_REPORT_DIR_KEY]
-    to_example = _ToExample(names, exec_properties.get(MAX_IMAGE_SIDE_KEY) or 0)
 
     # Pass 1 decodes every photo to find the same photo in two places; pass 2
     # reads the files again and writes the examples. Only file names and
     # digests are held between the passes, so memory does not grow with the photos.
     readable, rejected, digests, listed_count = {}, [], [], 0
-    for order, split in enumerate(input_config.splits):
+    for order, split_name in enumerate(sources):
       files, ignored = [], []
-      for split_dir in sources[split.name]:
+      for split_dir in sources[split_name]:
         listed, skipped = layout.list_split(root, split_dir, names)
         files += listed
         ignored += skipped
@@ -260,14 +257,14 @@ class Executor(BaseExampleGenExecutor):
       # would fill the Trainer's shuffle buffer (4,096 photos) on its own once
       # there are more: a fixed pseudo-random order mixes them at any size.
       files.sort(key=lambda f: hashlib.sha1(f.relative_path.encode()).digest())
-      with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split.name}.json"), "w") as f:
+      with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split_name}.json"), "w") as f:
         json.dump({"listed": len(files), "ignored": ignored}, f)
       results = (pipeline
-                 | f"List[{split.name}]" >> beam.Create(files, reshuffle=True)
-                 | f"Batch[{split.name}]" >> _batches()
-                 | f"Fingerprint[{split.name}]" >> beam.ParDo(_Fingerprint(order)).with_outputs(
+                 | f"List[{split_name}]" >> beam.Create(files, reshuffle=True)
+                 | f"Batch[{split_name}]" >> _batches()
+                 | f"Fingerprint[{split_name}]" >> beam.ParDo(_Fingerprint(order)).with_outputs(
                      _REJECTED, _READABLE, main="digests"))
-      readable[split.name] = results[_READABLE]
+      readable[split_name] = results[_READABLE]
       rejected.append(results[_REJECTED])
       digests.append(results.digests)
     progress.start(PROGRESS_TASK, 2 * listed_count)  # each file is read twice
@@ -291,14 +288,14 @@ class Executor(BaseExampleGenExecutor):
          | "WriteRejected" >> beam.io.WriteToText(posixpath.join(report_dir, "rejected"),
                                                   file_name_suffix=".jsonl"))
 
-    split_names = example_gen_utils.generate_output_split_names(input_config, output_config)
-    if not output_config.split_config.splits:  # split folders: one output per input
-      parts = dict(zip(split_names, (kept[s.name] for s in input_config.splits)))
+    if data_layout.has_split_folders:  # one output per split folder
+      parts = dict(kept)
     else:
       buckets = list(itertools.accumulate(
           s.hash_buckets for s in output_config.split_config.splits))
       (examples,) = kept.values()
-      parts = dict(zip(split_names, examples | "SplitData" >> beam.Partition(
+      parts = dict(zip(output_split_names(data_layout, output_config),
+                       examples | "SplitData" >> beam.Partition(
           _hash_split, len(buckets), buckets, output_config.split_config)))
     if len(data_layout.spans) > 1:  # the test split is the newest span's; the rest trains
       newest = f"span-{data_layout.newest_span}/"
@@ -311,11 +308,10 @@ class Executor(BaseExampleGenExecutor):
 
   def _write_examples(self, examples, exec_properties: dict[str, Any]) -> None:
     """BaseExampleGenExecutor.Do, writing each split with `_WriteSplit`."""
-    input_config, output_config = example_gen_pb2.Input(), example_gen_pb2.Output()
-    proto_utils.json_to_proto(exec_properties["input_config"], input_config)
+    output_config = example_gen_pb2.Output()
     proto_utils.json_to_proto(exec_properties["output_config"], output_config)
     examples.split_names = artifact_utils.encode_split_names(
-        example_gen_utils.generate_output_split_names(input_config, output_config))
+        output_split_names(exec_properties[_LAYOUT_KEY], output_config))
     began = time.time()
     with self._make_beam_pipeline() as pipeline:
       for split, split_examples in self.GenerateExamplesByBeam(pipeline, exec_properties).items():
@@ -335,8 +331,9 @@ class Executor(BaseExampleGenExecutor):
     report_dir = posixpath.join(examples.uri, REPORT_DIR)
     tf.io.gfile.makedirs(report_dir)
     names = list(data_layout.class_names)
-    with tf.io.gfile.GFile(labels_path(examples.uri), "w") as f:
-      json.dump({"class_names": names}, f)
+    # The training size the photos suggest (used when train.image_size is 0).
+    write_facts(examples.uri, names,
+                typical_size(layout.sample_files(root, data_layout, 200)))
 
     self._write_examples(examples, {**exec_properties, _REPORT_DIR_KEY: report_dir,
                                     _LAYOUT_KEY: data_layout})
@@ -380,6 +377,10 @@ class Executor(BaseExampleGenExecutor):
     }
     with tf.io.gfile.GFile(report_path(examples.uri), "w") as f:
       json.dump(report, f, indent=1)
+    # Too thin to train or judge a model: stop here, the report written to show the counts.
+    thin = layout.thin_data_problem(counts, data_layout.has_split_folders)
+    if thin:
+      raise layout.ThinDataError(thin)
     # Shown in MLMD (and the run summary) without opening the report.
     examples.set_int_custom_property("num_examples", report["num_examples"])
     examples.set_int_custom_property("num_rejected", len(rejected))

@@ -7,13 +7,15 @@ ImageNet statistics in both phases, and BatchNorm layers are never unfrozen.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 from typing import Callable
 
 import tensorflow as tf
 import tf_keras as keras
 
 from components.trainer.augment import RandomAffine
-from components.trainer.weights import resolve_weights
+from components.trainer.weights import local_weights, resolve_weights
 
 apps = keras.applications
 
@@ -55,10 +57,15 @@ def build_model(train_config: dict, num_classes: int) -> keras.Model:
   base_spec = BASES[train_config["base_model"]]
   size = int(train_config["image_size"])
   kwargs = {"alpha": train_config["alpha"]} if train_config["base_model"] == "mobilenet_v2" else {}
-  base = base_spec.constructor(
-      include_top=False, input_shape=(size, size, 3),
-      weights=resolve_weights(train_config["weights"], train_config["base_model"],
-                              train_config["alpha"], size), **kwargs)
+  weights = resolve_weights(train_config["weights"], train_config["base_model"],
+                            train_config["alpha"], size)
+  loadable = local_weights(weights)
+  try:
+    base = base_spec.constructor(include_top=False, input_shape=(size, size, 3),
+                                 weights=loadable, **kwargs)
+  finally:
+    if loadable != weights:  # a local copy of a bucket's file
+      shutil.rmtree(os.path.dirname(loadable), ignore_errors=True)
   base._name = BASE_LAYER_NAME  # a fixed name to find it by; weights are already loaded
 
   inputs = keras.Input((size, size, 3), name="image")

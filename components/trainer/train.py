@@ -21,7 +21,8 @@ import tf_keras as keras
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from components import progress
-from components.image_example_gen.executor import labels_path, report_path
+from components import data_facts
+from components.data_facts import report_path
 from components.trainer import model as model_lib
 from components.trainer.signatures import export_serving_model
 from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
@@ -210,15 +211,40 @@ def best_epoch(rows: list[dict], phase: int) -> dict:
   return pick((r for r in rows if r["phase"] == phase), key=lambda r: r[monitor])
 
 
+SCRATCH_PREFIX = "finetune-images-"
+
+
+def _scratch_dir() -> str:
+  """A new cache folder named after this process, once the folders of processes
+  that are gone have been removed: a Trainer killed outright (kill -9, out of
+  memory) never reaches its own cleanup, and its decoded photos fill /tmp."""
+  parent = tempfile.gettempdir()
+  for name in os.listdir(parent):
+    pid = name[len(SCRATCH_PREFIX):].split("-")[0]
+    if name.startswith(SCRATCH_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+  return tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
+
+
 def run_fn(fn_args: FnArgs) -> None:
-  config = fn_args.custom_config
-  keras.utils.set_random_seed(config["seed"])
   examples_uri = os.path.dirname(os.path.dirname(fn_args.train_files[0]))
-  with tf.io.gfile.GFile(labels_path(examples_uri)) as f:
-    class_names = json.load(f)["class_names"]
+  config = {**fn_args.custom_config, "image_size": data_facts.training_size(
+      examples_uri, fn_args.custom_config["image_size"])}
+  keras.utils.set_random_seed(config["seed"])
+  class_names = data_facts.class_names(examples_uri)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   # A local scratch folder (the model folder may be a bucket), removed after training.
-  cache_dir = tempfile.mkdtemp(prefix="finetune-images-") if config["cache_images"] else ""
+  cache_dir = _scratch_dir() if config["cache_images"] else ""
   try:
     _train(fn_args, config, class_names, tf_transform_output, examples_uri, cache_dir)
   finally:

@@ -5,10 +5,12 @@
   path/to/file.h5   that file
   path/to/folder/   a folder of files named as Keras caches them
                     (air-gapped clusters: copy ~/.keras/models there)
+  s3://... gs://... such a file or folder in a bucket (Kubeflow pods)
 """
 from __future__ import annotations
 
 import os
+import tempfile
 
 import tensorflow as tf
 
@@ -59,3 +61,13 @@ def resolve_weights(spec: str, base_model: str, alpha: float = 1.0,
     return spec
   raise WeightsNotFoundError(
       f"Weights file not found: {spec} (use 'imagenet', 'none', a .h5 file or a folder)")
+
+
+def local_weights(path: str | None) -> str | None:
+  """A weights file Keras can open: one in a bucket is copied to a local file
+  first (HDF5 reads local files only)."""
+  if not path or "://" not in path:
+    return path
+  local = os.path.join(tempfile.mkdtemp(prefix="finetune-weights-"), os.path.basename(path))
+  tf.io.gfile.copy(path, local)
+  return local

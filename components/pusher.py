@@ -1,0 +1,95 @@
+"""The Pusher: a blessed model into the TF Serving model folder, whole or not at all.
+
+TFX's Pusher copies the SavedModel straight into `<base>/<version>/`, where
+TF Serving polls: a failed copy (disk full) leaves a half-written version
+behind. Here the copy goes to a temporary folder beside the versions (TF
+Serving ignores names that are not numbers) and is renamed into place. On
+`gs://` and `s3://` no rename is atomic: the version is written in place with
+`saved_model.pb` last, since TF Serving loads a version only once that file
+exists, and removed again if the copy fails.
+
+Before copying, it checks that the served model is still the one BlessingGate
+compared the candidate with: a verdict against a model no longer served says
+nothing about the one that is (a rollback, or another run's push, since).
+"""
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+
+import tensorflow as tf
+from tfx.components.pusher import executor as tfx_pusher
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, proto_utils
+
+from components.blessing import read_verdict
+from components.serving import served_versions
+
+INCOMING = ".incoming-"  # a version being copied; not a number, so never served
+
+
+class StaleVerdictError(RuntimeError):
+  """The served model changed between the blessing and the push."""
+
+
+def new_version(base_dir: str) -> int:
+  """Seconds since the epoch (TFX's versioning), above every version folder already there."""
+  taken = [int(n.rstrip("/").rsplit("-", 1)[-1]) for n in
+           (tf.io.gfile.listdir(base_dir) if tf.io.gfile.isdir(base_dir) else [])
+           if n.rstrip("/").rsplit("-", 1)[-1].isdigit()]
+  return max([int(time.time())] + [t + 1 for t in taken])
+
+
+def check_verdict_current(verdict: dict | None, base_dir: str) -> None:
+  judged = (verdict or {}).get("served_version")
+  served = served_versions(base_dir)
+  now = max(served) if served else None
+  if judged != now:
+    raise StaleVerdictError(
+        f"The served model changed after the blessing: judged against "
+        f"{'version ' + str(judged) if judged else 'no served model'}, but "
+        f"{'version ' + str(now) if now else 'none'} is served now under {base_dir}. "
+        "Nothing was pushed; run again to judge the candidate against it.")
+
+
+def copy_model(model_dir: str, base_dir: str, version: int) -> str:
+  """Copies `model_dir` to `<base_dir>/<version>`, never leaving a partial version."""
+  target = posixpath.join(base_dir, str(version))
+  local = "://" not in base_dir
+  staging = posixpath.join(base_dir, f"{INCOMING}{version}") if local else target
+  tf.io.gfile.makedirs(base_dir)
+  try:
+    io_utils.copy_dir(model_dir, staging, deny_regex_patterns=[r"saved_model\.pb"])
+    io_utils.copy_file(posixpath.join(model_dir, "saved_model.pb"),
+                       posixpath.join(staging, "saved_model.pb"))
+    if local:
+      os.rename(staging, target)
+  except BaseException:
+    if tf.io.gfile.exists(staging):
+      tf.io.gfile.rmtree(staging)
+    raise
+  return target
+
+
+class Executor(tfx_pusher.Executor):
+
+  def Do(self, input_dict, output_dict, exec_properties) -> None:
+    self._log_startup(input_dict, output_dict, exec_properties)
+    model_push = artifact_utils.get_single_instance(
+        output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+    if not self.CheckBlessing(input_dict):
+      self._MarkNotPushed(model_push)
+      return
+    destination = pusher_pb2.PushDestination()
+    proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
+                              destination)
+    base_dir = destination.filesystem.base_directory
+    blessing = artifact_utils.get_single_instance(
+        input_dict[standard_component_specs.MODEL_BLESSING_KEY])
+    check_verdict_current(read_verdict(blessing.uri), base_dir)
+    model_dir = self.GetModelPath(input_dict)
+    version = new_version(base_dir)
+    target = copy_model(model_dir, base_dir, version)
+    self._MarkPushed(model_push, pushed_destination=target, pushed_version=str(version))
