@@ -30,8 +30,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 run: install
 	$(BIN)/finetune run --data-root $(DATA) --weights $(WEIGHTS) --output $(OUTPUT) $(ARGS)
 
+# Tests run on every core (pytest-xdist); each file's tests stay on one worker,
+# so a module's shared run is made once.
+TEST_WORKERS ?= auto
 test: install
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: install
 	$(BIN)/python bench/ingest.py $(DATA)
@@ -40,7 +43,13 @@ bench: install
 clean:
 	rm -rf $(VENV) $(OUTPUT)
 
-# The Kubeflow image (deploy/kubeflow/Dockerfile), from the same requirements.lock.
+# The Kubeflow image (deploy/kubeflow/Dockerfile), from the same requirements.lock as
+# wheels built here (build/wheelhouse): docker build when a Docker engine answers,
+# else buildah on a debootstrap base (apt-get install buildah debootstrap). BASE_IMAGE=...
+# picks another Python 3.11 bookworm base; `make image WEIGHTS=folder` bakes that folder's
+# Keras weight files into /opt/finetune/weights (only when WEIGHTS is given here).
+# See deploy/kubeflow/README.md.
 IMAGE ?= finetune:latest
+IMAGE_WEIGHTS = $(if $(filter command line environment,$(origin WEIGHTS)),$(WEIGHTS))
 image:
-	docker build -f deploy/kubeflow/Dockerfile -t $(IMAGE) .
+	deploy/kubeflow/build-image.sh $(IMAGE) $(IMAGE_WEIGHTS)

@@ -99,10 +99,9 @@ def BlessingGate(evaluation: InputArtifact[ModelEvaluation], model: InputArtifac
   """
   from components.evaluation import (predict_examples, read_accuracy, read_confusion_matrix,
                                      recall_per_class)
-  from components.data_facts import labels_path
+  from components import data_facts
   from components.serving import served_versions
-  with tf.io.gfile.GFile(labels_path(examples.uri)) as f:
-    class_names = json.load(f)["class_names"]
+  class_names = data_facts.class_names(examples.uri)
   matrix = read_confusion_matrix(evaluation.uri, len(class_names))
   served = served_versions(serving_model_dir) if serving_model_dir else {}
   baseline_accuracy = None
@@ -113,6 +112,13 @@ def BlessingGate(evaluation: InputArtifact[ModelEvaluation], model: InputArtifac
                   baseline_accuracy, min_gain_over_chance, min_class_recall, accuracy_threshold,
                   max_accuracy_drop)
   verdict["served_version"] = max(served) if served else None
+  # What the model card beside a pushed version shows (components/model_card.py).
+  with tf.io.gfile.GFile(data_facts.report_path(examples.uri)) as f:
+    ingestion = json.load(f)
+  verdict.update(class_names=class_names, confusion_matrix=matrix,
+                 photos=ingestion["examples"], spans=ingestion.get("spans") or {},
+                 # The photos the Pusher's serving check sends (components/canary.py).
+                 test_examples=os.path.join(examples.uri, "Split-test"))
   with tf.io.gfile.GFile(os.path.join(blessing.uri, VERDICT_FILE), "w") as f:
     json.dump(verdict, f, indent=1)
   blessed = verdict["blessed"]

@@ -11,11 +11,16 @@ exists, and removed again if the copy fails.
 Before copying, it checks that the served model is still the one BlessingGate
 compared the candidate with: a verdict against a model no longer served says
 nothing about the one that is (a rollback, or another run's push, since).
+The staged copy must then pass the serving canary (components/canary.py),
+which also writes its warm-up requests, and it gets its model card
+(components/model_card.py); only then does it become a version.
 """
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+import tempfile
 import time
 
 import tensorflow as tf
@@ -25,12 +30,18 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, proto_utils
 
 from components.blessing import read_verdict
+from components.canary import CanaryError, check_servable
+from components.model_card import card_files, model_card
 from components.serving import served_versions
 
 INCOMING = ".incoming-"  # a version being copied; not a number, so never served
 
 
-class StaleVerdictError(RuntimeError):
+class PushRefused(RuntimeError):
+  """A blessed model that must not be pushed; the message says why in one line."""
+
+
+class StaleVerdictError(PushRefused):
   """The served model changed between the blessing and the push."""
 
 
@@ -54,22 +65,38 @@ def check_verdict_current(verdict: dict | None, base_dir: str) -> None:
         "Nothing was pushed; run again to judge the candidate against it.")
 
 
-def copy_model(model_dir: str, base_dir: str, version: int) -> str:
-  """Copies `model_dir` to `<base_dir>/<version>`, never leaving a partial version."""
+def push(model_dir: str, base_dir: str, version: int, prepare=lambda staging: None) -> str:
+  """Copies `model_dir` to `<base_dir>/<version>`, never leaving a partial version.
+
+  `prepare(staging)` runs on the complete staged copy before it becomes the
+  version (checks, files for `assets.extra/`); if it raises, nothing is pushed.
+  """
   target = posixpath.join(base_dir, str(version))
   local = "://" not in base_dir
-  staging = posixpath.join(base_dir, f"{INCOMING}{version}") if local else target
+  # Locally the copy is staged beside the versions (same file system: the
+  # rename is atomic); for a bucket, in a local folder, uploaded at the end.
+  staging = (posixpath.join(base_dir, f"{INCOMING}{version}") if local
+             else tempfile.mkdtemp(prefix="finetune-push-"))
   tf.io.gfile.makedirs(base_dir)
   try:
     io_utils.copy_dir(model_dir, staging, deny_regex_patterns=[r"saved_model\.pb"])
     io_utils.copy_file(posixpath.join(model_dir, "saved_model.pb"),
                        posixpath.join(staging, "saved_model.pb"))
+    prepare(staging)
     if local:
       os.rename(staging, target)
-  except BaseException:
+    else:
+      try:  # TF Serving loads a version once saved_model.pb exists: it goes last
+        io_utils.copy_dir(staging, target, deny_regex_patterns=[r"saved_model\.pb"])
+        io_utils.copy_file(posixpath.join(staging, "saved_model.pb"),
+                           posixpath.join(target, "saved_model.pb"))
+      except BaseException:
+        if tf.io.gfile.exists(target):
+          tf.io.gfile.rmtree(target)
+        raise
+  finally:
     if tf.io.gfile.exists(staging):
       tf.io.gfile.rmtree(staging)
-    raise
   return target
 
 
@@ -88,8 +115,26 @@ class Executor(tfx_pusher.Executor):
     base_dir = destination.filesystem.base_directory
     blessing = artifact_utils.get_single_instance(
         input_dict[standard_component_specs.MODEL_BLESSING_KEY])
-    check_verdict_current(read_verdict(blessing.uri), base_dir)
+    verdict = read_verdict(blessing.uri)
+    check_verdict_current(verdict, base_dir)
     model_dir = self.GetModelPath(input_dict)
     version = new_version(base_dir)
-    target = copy_model(model_dir, base_dir, version)
+    model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+    from components.trainer.train import SUMMARY_FILE
+    with tf.io.gfile.GFile(posixpath.join(model.uri, SUMMARY_FILE)) as f:
+      training = json.load(f)
+    model_name = posixpath.basename(base_dir.rstrip("/"))
+
+    def prepare(staging: str) -> None:
+      try:
+        checked = check_servable(staging, verdict["test_examples"], warmup_dir=staging,
+                                 model_name=model_name)
+      except CanaryError as e:
+        raise PushRefused(f"the model failed the serving check, nothing was pushed: {e}") from None
+      print(f"Serving check: {checked['requests']} requests on {checked['photos']} test "
+            f"photos answered as the evaluator's model does; warm-up requests written", flush=True)
+      for name, text in card_files(model_card(model_name, version, verdict, training)).items():
+        io_utils.write_string_file(posixpath.join(staging, "assets.extra", name), text)
+
+    target = push(model_dir, base_dir, version, prepare)
     self._MarkPushed(model_push, pushed_destination=target, pushed_version=str(version))

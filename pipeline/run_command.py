@@ -34,13 +34,15 @@ def run(config: PipelineConfig, no_report: bool, wait_for_lock: float, console: 
 
 def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], console: Console):
   from components.data_gate import DataAnomaliesError
+  from components.pusher import PushRefused
   from components.image_example_gen import DataLayoutError
+  from components.image_example_gen.layout import ThinDataError
   from pipeline import freshness, runs
   from pipeline.local_runner import run_pipeline, summarize
   from pipeline.report import write_report
   from pipeline.schema import SchemaError
   echo = console.echo
-  seen = freshness.unchanged_since(config)
+  seen = freshness.unchanged_since(config, warn=lambda line: echo(line, err=True))
   if seen:  # a scheduled run with no new photos: one line, nothing touched
     echo(freshness.nothing_new_line(seen))
     return
@@ -48,8 +50,15 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   try:
     result = run_pipeline(config, echo=echo)
   except (DataLayoutError, SchemaError) as e:
+    if isinstance(e, ThinDataError):  # ingestion wrote its counts before stopping
+      from pipeline.check import stopped_ingestion_lines
+      for line in stopped_ingestion_lines(config.pipeline_root):
+        echo(line)
     echo(f"Run stopped: {e}", err=True)
     sys.exit(2)
+  except PushRefused as e:
+    echo(f"Not pushed: {e}", err=True)
+    sys.exit(1)
   except DataAnomaliesError as e:
     echo(f"Run stopped: {e}", err=True)
     if not no_report:  # the report shows the data summary and the anomalies
