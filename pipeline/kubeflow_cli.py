@@ -26,12 +26,14 @@ def _compile(config, image: str | None, pipeline_root: str | None, output: str) 
     fail(str(e))
 
 
-def _compile_options(command):
+_ROOT_HELP = ("Object storage for artifacts and served models, e.g. "
+              "s3://mlpipeline/finetune or gs://bucket/finetune.")
+
+
+def _compile_options(command, root_help: str = _ROOT_HELP):
   for option in reversed([
       click.option("--image", help="The project's image, e.g. registry.example.com/finetune:1.0."),
-      click.option("--pipeline-root",
-                   help="Object storage for artifacts and served models, e.g. "
-                        "s3://mlpipeline/finetune or gs://bucket/finetune."),
+      click.option("--pipeline-root", help=root_help),
   ]):
     command = option(command)
   return command
@@ -55,22 +57,27 @@ def _connection(host, token, namespace):
   return Connection(host=host, token=read_token(token), namespace=namespace)
 
 
-def _package(source: str, config_overrides: dict, image, pipeline_root, workdir: str) -> str:
-  """A compiled package: `source` itself, or compiled on the fly from a config file."""
+def _package(source: str, config_overrides: dict, image, pipeline_root,
+             workdir: str) -> tuple[str, str | None]:
+  """(package, the run's pipeline root): `source` itself, run in `pipeline_root` when
+  given, or compiled on the fly from a config file, run in the root it was compiled for.
+
+  Either way a root is sent with the run: the backend never reads the package's own.
+  """
   try:
     with open(source) as f:
       document = next(yaml.safe_load_all(f), None)
   except (OSError, yaml.YAMLError) as e:
     fail(f"cannot read {source}: {e}")
   if isinstance(document, dict) and "deploymentSpec" in document:
-    return source
+    return source, pipeline_root
   try:
     config = load_config(source, config_overrides)
   except ConfigError as e:
     fail(f"{source} is neither a compiled package nor a valid config: {e}")
   package = os.path.join(workdir, "pipeline.yaml")
   _compile(config, image, pipeline_root, package)
-  return package
+  return package, None  # the compiled package's defaultPipelineRoot
 
 
 def _pipeline_name(package: str) -> str:
@@ -103,7 +110,10 @@ def _kubeflow_options(command):
       click.option("--dry-run", is_flag=True, help="Print the requests; send nothing."),
   ]):
     command = option(command)
-  return _compile_options(command)
+  return _compile_options(command, root_help=(
+      "With a config file: " + _ROOT_HELP[0].lower() + _ROOT_HELP[1:] + " With a compiled "
+      "package: the run's pipeline root (where its artifacts go) instead of the package's "
+      "defaultPipelineRoot; served models stay where the package says."))
 
 
 def _call(function, *args, **kwargs):
@@ -125,9 +135,10 @@ def submit(source, host, token, namespace, experiment, params, sets, dry_run, im
   from pipeline import kubeflow_client
   connection = _connection(host, token, namespace)
   with tempfile.TemporaryDirectory() as workdir:
-    package = _package(source, parse_sets(sets), image, pipeline_root, workdir)
+    package, run_root = _package(source, parse_sets(sets), image, pipeline_root, workdir)
     result = _call(kubeflow_client.submit, connection, package, _pipeline_name(package),
-                   experiment, _params(params), dry_run=dry_run, echo=click.echo)
+                   experiment, _params(params), pipeline_root=run_root, dry_run=dry_run,
+                   echo=click.echo)
   if dry_run:
     return
   click.echo(f"Run {result['run_id']}: {result['url']}")
@@ -143,19 +154,21 @@ def submit(source, host, token, namespace, experiment, params, sets, dry_run, im
               help='Six fields, seconds first: "0 0 3 * * *" is daily at 03:00.')
 @click.option("--max-concurrency", default=1, show_default=True,
               help="Runs of this schedule at once.")
-@click.option("--no-catchup", is_flag=True,
-              help="After a pause, run once now instead of once per missed slot.")
+@click.option("--catchup/--no-catchup", default=False, show_default=True,
+              help="After a pause, --catchup runs once per missed slot; --no-catchup runs "
+                   "once.")
 def schedule(source, host, token, namespace, experiment, params, sets, dry_run, image,
-             pipeline_root, cron, max_concurrency, no_catchup):
+             pipeline_root, cron, max_concurrency, catchup):
   """Run SOURCE (a compiled package, or a config file to compile) on a cron schedule."""
   from pipeline import kubeflow_client
   _call(kubeflow_client.validate_cron, cron)  # before compiling or sending anything
   connection = _connection(host, token, namespace)
   with tempfile.TemporaryDirectory() as workdir:
-    package = _package(source, parse_sets(sets), image, pipeline_root, workdir)
+    package, run_root = _package(source, parse_sets(sets), image, pipeline_root, workdir)
     result = _call(kubeflow_client.schedule, connection, package, _pipeline_name(package),
-                   experiment, cron, max_concurrency=max_concurrency, no_catchup=no_catchup,
-                   params=_params(params), dry_run=dry_run, echo=click.echo)
+                   experiment, cron, max_concurrency=max_concurrency, no_catchup=not catchup,
+                   params=_params(params), pipeline_root=run_root, dry_run=dry_run,
+                   echo=click.echo)
   if not dry_run:
     click.echo(f"Schedule {result['recurring_run_id']}: {result['url']}")
 

@@ -3,6 +3,13 @@
 Thin wrappers around `kfp.Client` that turn every server or network failure into a
 one-line KubeflowError, check what can be checked locally before sending anything,
 and keep the token out of everything they print.
+
+Every run and recurring run carries its pipeline root in its runtime config: the
+backend never reads a package's `defaultPipelineRoot`. Its root DAG driver takes
+the run's `runtime_config.pipeline_root`, else the `kfp-launcher` ConfigMap's
+`defaultPipelineRoot`, else `minio://mlpipeline/v2/artifacts`
+(backend/src/v2/driver/driver.go, RootDAG; backend/src/v2/config/env.go), a
+scheme TensorFlow cannot write.
 """
 from __future__ import annotations
 
@@ -219,6 +226,20 @@ def _typed_params(spec: dict, params: dict[str, Any] | None) -> dict[str, Any]:
   return {k: _convert(k, v, declared[k].get("parameterType", "STRING")) for k, v in params.items()}
 
 
+def _pipeline_root(spec: dict, pipeline_root: str | None) -> str | None:
+  """The run's root: the one given, else the package's defaultPipelineRoot."""
+  root = (pipeline_root or "").strip() or spec.get("defaultPipelineRoot") or None
+  if root is not None and "://" not in root:
+    raise KubeflowError(f"pipeline root {root!r} is not object storage: the backend "
+                        "needs a URI such as s3://bucket/path or gs://bucket/path")
+  return root
+
+
+def _runtime_config(typed: dict[str, Any], root: str | None) -> dict:
+  """The runtime_config of the v2beta1 REST API, as kfp.Client sends it."""
+  return {"parameters": typed, **({"pipeline_root": root} if root else {})}
+
+
 def _stamp() -> str:
   return datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%d-%H%M%S")
 
@@ -316,16 +337,22 @@ def _publish(conn: Connection, package_path: str, pipeline_name: str, version_na
 
 
 def submit(conn: Connection, package_path: str, pipeline_name: str, experiment: str,
-           params: dict[str, str], run_name: str | None = None, dry_run: bool = False,
+           params: dict[str, str], run_name: str | None = None,
+           pipeline_root: str | None = None, dry_run: bool = False,
            echo: Echo = print) -> dict:
-  """Uploads the package as a new version and runs it once in `experiment`."""
-  typed = _typed_params(_read_spec(package_path), params)
+  """Uploads the package as a new version and runs it once in `experiment`.
+
+  The run's pipeline root is `pipeline_root`, else the package's defaultPipelineRoot.
+  """
+  spec = _read_spec(package_path)
+  typed = _typed_params(spec, params)
+  root = _pipeline_root(spec, pipeline_root)
   version_name = _version_name(pipeline_name, package_path)
   run_name = run_name or f"{pipeline_name} {_stamp()}"
   if dry_run:
     run = {"display_name": run_name, "experiment_id": f"<id of {experiment}>",
            "pipeline_version_reference": {"pipeline_id": "<id>", "pipeline_version_id": "<id>"},
-           "runtime_config": {"parameters": typed}}
+           "runtime_config": _runtime_config(typed, root)}
     return _dry_run(conn, _planned_upload(conn, pipeline_name, version_name, package_path)
                     + _planned_experiment(conn, experiment)
                     + [_request("POST", f"{API}/runs", run)], echo)
@@ -333,8 +360,9 @@ def submit(conn: Connection, package_path: str, pipeline_name: str, experiment: 
       conn, package_path, pipeline_name, version_name, experiment, echo)
   with _errors(conn, "the run"):
     run = kfp_client.run_pipeline(experiment_id, run_name, params=typed,
-                                  pipeline_id=pipeline_id, version_id=version_id)
-  return {"run_id": run.run_id, "url": conn.ui_url("runs", run.run_id),
+                                  pipeline_id=pipeline_id, version_id=version_id,
+                                  pipeline_root=root)
+  return {"run_id": run.run_id, "url": conn.ui_url("runs", run.run_id), "pipeline_root": root,
           "pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": experiment_id}
 
 
@@ -374,13 +402,20 @@ def wait(conn: Connection, run_id: str, timeout_s: float, echo: Echo = print,
 def schedule(conn: Connection, package_path: str, pipeline_name: str, experiment: str, cron: str,
              max_concurrency: int = 1, no_catchup: bool = True,
              params: dict[str, str] | None = None, name: str | None = None,
-             dry_run: bool = False, echo: Echo = print) -> dict:
-  """Uploads the package as a new version and runs it on `cron` (six fields)."""
+             pipeline_root: str | None = None, dry_run: bool = False,
+             echo: Echo = print) -> dict:
+  """Uploads the package as a new version and runs it on `cron` (six fields).
+
+  `no_catchup` (the default): after a pause, one run instead of one per missed slot;
+  the pipeline root is as for submit.
+  """
   cron = validate_cron(cron)
   low, high = MAX_CONCURRENCY
   if not low <= max_concurrency <= high:
     raise KubeflowError(f"max concurrency must be {low} to {high}, got {max_concurrency}")
-  typed = _typed_params(_read_spec(package_path), params)
+  spec = _read_spec(package_path)
+  typed = _typed_params(spec, params)
+  root = _pipeline_root(spec, pipeline_root)
   version_name = _version_name(pipeline_name, package_path)
   name = name or f"{pipeline_name} ({cron})"
   if dry_run:
@@ -388,7 +423,7 @@ def schedule(conn: Connection, package_path: str, pipeline_name: str, experiment
             "trigger": {"cron_schedule": {"cron": cron}}, "max_concurrency": max_concurrency,
             "no_catchup": no_catchup,
             "pipeline_version_reference": {"pipeline_id": "<id>", "pipeline_version_id": "<id>"},
-            "runtime_config": {"parameters": typed}}
+            "runtime_config": _runtime_config(typed, root)}
     return _dry_run(conn, _planned_upload(conn, pipeline_name, version_name, package_path)
                     + _planned_experiment(conn, experiment)
                     + [_request("POST", f"{API}/recurringruns", body)], echo)
@@ -398,9 +433,10 @@ def schedule(conn: Connection, package_path: str, pipeline_name: str, experiment
     recurring = kfp_client.create_recurring_run(
         experiment_id, name, cron_expression=cron, max_concurrency=max_concurrency,
         no_catchup=no_catchup, params=typed, pipeline_id=pipeline_id, version_id=version_id,
-        enabled=True)
+        enabled=True, pipeline_root=root)
   rid = recurring.recurring_run_id
   return {"recurring_run_id": rid, "url": conn.ui_url("recurringruns", rid), "cron": cron,
+          "pipeline_root": root,
           "pipeline_id": pipeline_id, "version_id": version_id, "experiment_id": experiment_id}
 
 

@@ -107,8 +107,9 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
       output_dir=os.path.dirname(os.path.abspath(output_path)),
       output_filename=os.path.basename(output_path))
   spec = runner.run(pipeline, write_out=False)["pipelineSpec"]
-  # Where Kubeflow puts the artifacts unless a run says otherwise (the TFX
-  # runner leaves it to the run; KFP's own compiler writes it here).
+  # The open-source backend never reads this: the root comes from the run's
+  # runtime config, which `finetune kubeflow submit` and `schedule` fill from
+  # here (backend/src/v2/driver/driver.go, RootDAG). KFP's own compiler writes it too.
   spec["defaultPipelineRoot"] = config.pipeline_root
   for task in READS_OUTSIDE:
     spec["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}

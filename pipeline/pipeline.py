@@ -19,6 +19,7 @@ from components import pusher, runtime_config
 from components.blessing import BlessingGate
 from components.data_gate import DataGate
 from components.drift import SpanDrift
+from components.evaluation import eval_config
 from components.image_example_gen import ImageExampleGen
 from components.schema_importer import SchemaImporter
 from pipeline.config import PipelineConfig
@@ -85,7 +86,10 @@ def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str
   evaluator = tfx.components.Evaluator(
       examples=example_gen.outputs["examples"],
       model=trainer.outputs["model"],
-      example_splits=[TEST])  # metrics for the classes found: components/runtime_config.py
+      example_splits=[TEST],
+      # Per-class metrics for no class yet: the executor adds those for the
+      # classes ingestion found (components/runtime_config.py).
+      eval_config=eval_config(num_classes=0))
   evaluator.executor_spec = executor_spec.BeamExecutorSpec(runtime_config.EvaluatorExecutor)
 
   push_destination = f"{config.serving_dir}/{config.model_name}"

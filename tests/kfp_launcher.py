@@ -1,7 +1,13 @@
-"""Runs a compiled KFP v2 package here, task by task, as Kubeflow's launcher would.
+"""Runs a compiled KFP v2 package here, task by task, as Kubeflow's driver and launcher would.
 
-What it reproduces of the open-source KFP v2 backend (driver + launcher):
+What it reproduces of the open-source KFP v2 backend (2.5 and later); each rule
+names the backend file it follows (kubeflow/pipelines, backend/src/v2/...):
   * task order: the root DAG's tasks, each after its `dependentTasks`;
+  * the pipeline root: the run's runtime config, else the `kfp-launcher`
+    ConfigMap's `defaultPipelineRoot`, else minio://mlpipeline/v2/artifacts;
+    never the package's own `defaultPipelineRoot` (driver/driver.go RootDAG,
+    config/env.go). The run's root is `<root>/<pipeline>/<run id>`
+    (metadata/client.go GetPipeline);
   * the ExecutorInput: parameters from the tasks' `runtimeValue.constant`s (a
     non-string value for a STRING parameter becomes its JSON text, any other
     type mismatch fails the task); input artifacts are the producers' output
@@ -9,13 +15,34 @@ What it reproduces of the open-source KFP v2 backend (driver + launcher):
     artifact id, the metadata the producer's ExecutorOutput reported passes
     MLMD's value types (numbers become doubles, booleans 0/1, lists and
     structs are wrapped in {"list": ...} / {"struct": ...}) and gains
-    `display_name`; output artifacts get
-    `<pipeline_root>/<run_id>/<task>/<output key>` and the type of the
-    component's outputDefinitions;
-  * the executor's exact `command + args` from deploymentSpec, `{{$}}`
-    replaced by the ExecutorInput JSON (`python` is this interpreter);
-  * reading the ExecutorOutput and merging it into the output artifacts (a
-    reported URI replaces the provisioned one, reported metadata is added);
+    `display_name`; output artifacts are named after their key and get
+    `<run root>/<task>/<uuid>/<key>` and the type of the component's
+    outputDefinitions, plus the driver's own `executor-logs` output
+    (system.Artifact) on every task; the executor output file is
+    `output_metadata.json` in the task root's local path (driver/driver.go
+    provisionOutputs);
+  * the executor's exact `command + args` from deploymentSpec, `{{$}}` and the
+    artifacts' `.uri`/`.path` placeholders filled in (`python` is this
+    interpreter) (component/launcher_v2.go getPlaceholders);
+  * the launcher around it (component/launcher_v2.go): every input artifact is
+    downloaded to its local path (`/s3/<bucket>/<key>`, `/gcs/...`,
+    `/minio/...`: LocalPathForURI) before the command runs; the parent folders
+    of the outputs' local paths are created; the command's output is teed to
+    the `executor-logs` local file; a missing executor output file means no
+    outputs reported; after a successful command every output's local path is
+    uploaded to its URI, an output whose local path does not exist is skipped
+    and still recorded (a declared output nobody wrote is not an error there:
+    the record lists it under `unwritten_outputs`); a reported URI replaces the
+    provisioned one and reported metadata is added (mergeRuntimeArtifacts); a
+    pipeline root without a recognised scheme fails the task before it runs
+    (prepareOutputFolders);
+  * the launcher's own access to object storage: the ConfigMap's `providers`
+    for s3:// (config/s3.go: endpoint, region, disableSSL, forcePathStyle,
+    credentials from a secret by name; none configured means the environment's
+    credentials), keys from the namespace's secrets (objectstore/object_store.go);
+    here a key s3.go does not read is an error, where the backend ignores it;
+  * the pod's environment: the container's `env` and kfp-kubernetes'
+    `secretAsEnv`, a missing secret or key keeping the pod from starting;
   * the key KFP's cache would look this execution up by (input parameters,
     input artifact names, output artifact specs without URIs, image,
     command + args), so tests can tell what a cached KFP run would reuse.
@@ -24,14 +51,13 @@ What it does not: no container or image (the executor runs in this
 interpreter, cwd = the repository root, as /opt/finetune is in the image), no
 MLMD, no caching (every task runs), no lifecycle hooks (the `preCacheCheck`
 driver is skipped, as the open-source backend skips it), no resource
-requests, no artifact download/upload (executors read and write the pipeline
-root themselves: a local folder, where output artifact folders are created up
-front, or an `s3://` bucket, given `env` to reach it).
-Deviations: `outputs.output_file` is `<work_dir>/<run_id>/<task>/
-executor_output.json` (KFP: /tmp/kfp_outputs/output_metadata.json in the
-pod; `work_dir` defaults to the pipeline root when that is a local folder),
-and the task's log goes next to it as executor.log. Input artifacts
-come with an empty type, as the open-source driver sends them
+requests, object storage is s3:// only (one client, from the ConfigMap's
+session, serves every bucket; the launcher opens other buckets with the
+environment's credentials), no provider `Overrides`.
+Deviations: each task's pod filesystem is a folder, `<work_dir>/pods/<task>-<uuid>/`,
+and the absolute local paths the launcher uses (`/s3/...`) are taken inside it;
+the task's log also goes to `executor.log` there. Input artifacts come with an
+empty type, as the open-source driver sends them
 (metadata.Client.GetOutputArtifactsByExecutionId: "TODO(Bobgy): figure out
 how to get schema"); `typed_inputs=True` gives them the consumer's declared type.
 """
@@ -46,6 +72,7 @@ import re
 import subprocess
 import sys
 import time
+import uuid
 from typing import Any
 
 import yaml
@@ -54,6 +81,25 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TASK_TIMEOUT_S = 1200
 LOG_TAIL_LINES = 60
 _NUMBER_TYPES = ("NUMBER_INTEGER", "NUMBER_DOUBLE")
+# config/env.go: the root of a run that names none, with no ConfigMap saying otherwise.
+DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
+LAUNCHER_CONFIGMAP = "kfp-launcher"  # config/env.go configMapName
+# driver/driver.go provisionOutputs: the log output the driver adds when publish_logs is on.
+LOGS_KEY = "executor-logs"
+LOGS_TYPE = {"schemaTitle": "system.Artifact"}
+# component/launcher_v2.go OutputMetadataFilepath: the executor output file when the
+# task root has no local path.
+LEGACY_OUTPUT_FILE = "/tmp/kfp_outputs/output_metadata.json"
+# component/launcher_v2.go LocalPathForURI: where a URI's local copy lives in the pod.
+_LOCAL_PREFIXES = {"gs://": "/gcs/", "minio://": "/minio/", "s3://": "/s3/"}
+# config/s3.go: the json tags of S3ProviderConfig, S3ProviderDefault, S3Credentials and
+# S3SecretRef (Go's yaml/json unmarshalling silently ignores any other key).
+S3_PROVIDER_KEYS = {"default", "Overrides"}
+S3_DEFAULT_KEYS = {"endpoint", "credentials", "region", "disableSSL", "forcePathStyle",
+                   "maxRetries"}
+S3_CREDENTIALS_KEYS = {"fromEnv", "secretRef"}
+S3_SECRET_REF_KEYS = {"secretName", "accessKeyKey", "secretKeyKey"}
+PROVIDERS = {"minio", "s3", "gs"}  # config/env.go BucketProviders
 
 
 class TaskFailed(RuntimeError):
@@ -79,6 +125,150 @@ def _documents(package_path: str) -> list[dict]:
   with open(package_path) as f:
     return [d for d in yaml.safe_load_all(f) if d]
 
+
+# The pipeline root and the URI layout.
+
+def resolve_pipeline_root(runtime_root: str | None, launcher_config: dict | None) -> str:
+  """The run's pipeline root as the root DAG driver picks it (driver/driver.go RootDAG):
+  the runtime config's, else the ConfigMap's defaultPipelineRoot (config/env.go), else
+  minio://mlpipeline/v2/artifacts. The package's defaultPipelineRoot plays no part."""
+  if runtime_root:
+    return runtime_root
+  return (launcher_config or {}).get("defaultPipelineRoot") or DEFAULT_PIPELINE_ROOT
+
+
+def generate_output_uri(root: str, *paths: str) -> str:
+  """metadata/client.go GenerateOutputURI: paths joined under the root, query dropped."""
+  root = root.split("?", 1)[0]
+  return f"{root.rstrip('/')}/{'/'.join(p.strip('/') for p in paths)}"
+
+
+def run_root(pipeline_root: str, pipeline_name: str, run_id: str) -> str:
+  """The run's own root (metadata/client.go GetPipeline: <root>/<pipeline>/<run id>)."""
+  return generate_output_uri(pipeline_root, pipeline_name, run_id)
+
+
+def local_path_for_uri(uri: str) -> str | None:
+  """component/launcher_v2.go LocalPathForURI; None for a scheme it does not know."""
+  for scheme, prefix in _LOCAL_PREFIXES.items():
+    if uri.startswith(scheme):
+      return prefix + uri[len(scheme):]
+  return None
+
+
+def _in_pod(pod_dir: str | os.PathLike | None, path: str) -> str:
+  return str(pathlib.Path(pod_dir) / path.lstrip("/")) if pod_dir else path
+
+
+# The launcher's object storage.
+
+def _check_keys(value: Any, allowed: set[str], where: str) -> dict:
+  if value is None:
+    return {}
+  if not isinstance(value, dict):
+    raise ValueError(f"{where} is not a mapping: {value!r}")
+  unknown = sorted(set(value) - allowed)
+  if unknown:
+    raise ValueError(f"{where}: config/s3.go reads no {unknown} (the backend would "
+                     f"silently ignore them); it reads {sorted(allowed)}")
+  return value
+
+
+def s3_session(launcher_config: dict | None, root: str) -> dict:
+  """The session the launcher opens `root` with (config/s3.go ProvideSessionInfo)."""
+  providers = yaml.safe_load((launcher_config or {}).get("providers") or "") or {}
+  _check_keys(providers, PROVIDERS, "providers")
+  s3 = _check_keys(providers.get("s3"), S3_PROVIDER_KEYS, "providers.s3")
+  if s3.get("Overrides"):
+    raise NotImplementedError("providers.s3.Overrides are not emulated here")
+  if not s3 or "?" in root:
+    return {"fromEnv": True}
+  default = _check_keys(s3.get("default"), S3_DEFAULT_KEYS, "providers.s3.default")
+  credentials = _check_keys(default.get("credentials"), S3_CREDENTIALS_KEYS,
+                            "providers.s3.default.credentials")
+  if not credentials:
+    raise ValueError("invalid provider config: missing default credentials")
+  session = {"endpoint": default.get("endpoint", ""), "region": default.get("region", ""),
+             "disableSSL": bool(default.get("disableSSL", False)),
+             "forcePathStyle": bool(default.get("forcePathStyle", True)),
+             "fromEnv": bool(credentials.get("fromEnv", False))}
+  if not session["fromEnv"]:
+    ref = _check_keys(credentials.get("secretRef"), S3_SECRET_REF_KEYS,
+                      "providers.s3.default.credentials.secretRef")
+    session.update({k: ref.get(k, "") for k in sorted(S3_SECRET_REF_KEYS)})
+  return session
+
+
+class ObjectStore:
+  """The launcher's bucket: list, download and upload under s3:// URIs (boto3)."""
+
+  def __init__(self, client):
+    self.client = client
+
+  @staticmethod
+  def _split(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+      raise ValueError(f"{uri}: only s3:// object storage is emulated here")
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key.rstrip("/")
+
+  def keys(self, uri: str) -> list[str]:
+    """objectstore DownloadBlob's listing: the key itself and keys below it."""
+    bucket, prefix = self._split(uri)
+    found = []
+    for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                      Prefix=prefix):
+      found += [o["Key"] for o in page.get("Contents", [])
+                if o["Key"] == prefix or o["Key"].startswith(prefix + "/")]
+    return found
+
+  def exists(self, uri: str) -> bool:
+    return bool(self.keys(uri))
+
+  def download(self, uri: str, local_dir: str) -> int:
+    """objectstore DownloadBlob: every object under `uri` into `local_dir`; bytes."""
+    bucket, prefix = self._split(uri)
+    total = 0
+    for key in self.keys(uri):
+      target = pathlib.Path(local_dir) / os.path.relpath(key, prefix)
+      target.parent.mkdir(parents=True, exist_ok=True)
+      self.client.download_file(bucket, key, str(target))
+      total += target.stat().st_size
+    return total
+
+  def upload(self, local: str, uri: str) -> None:
+    """objectstore UploadBlob: a file to `uri`, or a folder's files below it."""
+    bucket, key = self._split(uri)
+    path = pathlib.Path(local)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+      name = key if f == path else f"{key}/{f.relative_to(path).as_posix()}"
+      self.client.upload_file(str(f), bucket, name)
+
+
+def open_store(session: dict, secrets: dict[str, dict[str, str]] | None) -> ObjectStore:
+  """objectstore OpenBucket with an s3 session; keys from the named secret
+  (object_store.go getS3BucketCredential), else the environment's."""
+  import boto3
+  from botocore.config import Config
+  if session.get("fromEnv"):
+    return ObjectStore(boto3.client("s3"))
+  secret = (secrets or {}).get(session["secretName"])
+  access, secret_key = ((secret or {}).get(session["accessKeyKey"]),
+                        (secret or {}).get(session["secretKeyKey"]))
+  if not (access and secret_key):
+    raise ValueError(f"failed to get Bucket credentials from secret name="
+                     f"{session['secretName']!r}: could not find the access and secret keys")
+  endpoint = session["endpoint"]
+  if endpoint and "://" not in endpoint:
+    endpoint = ("http://" if session["disableSSL"] else "https://") + endpoint
+  return ObjectStore(boto3.client(
+      "s3", endpoint_url=endpoint or None, region_name=session["region"] or None,
+      aws_access_key_id=access, aws_secret_access_key=secret_key,
+      config=Config(s3={"addressing_style": "path" if session["forcePathStyle"] else "auto"})))
+
+
+# The pod.
 
 def secret_env(platform_spec: dict, executor: str, secrets: dict[str, dict[str, str]],
                task_name: str) -> dict[str, str]:
@@ -168,12 +358,13 @@ def cache_key(executor_input: dict, container: dict) -> str:
   return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
 
-def executor_input(spec: dict, task_name: str, pipeline_root: str, run_id: str,
-                   upstream: dict[str, dict], typed_inputs: bool = False,
-                   work_dir: str | None = None) -> dict:
+def executor_input(spec: dict, task_name: str, root: str, upstream: dict[str, dict],
+                   typed_inputs: bool = False, salt: str | None = None,
+                   publish_logs: bool = True, pod_dir: str | None = None) -> dict:
   """The ExecutorInput (as JSON) KFP's driver builds for `task_name`.
 
-  `upstream` maps producer task names to their records (see run_task).
+  `root` is the run's root (run_root), `upstream` maps producer task names to their
+  records (see run_task), `salt` the driver's per-execution uuid.
   """
   task = spec["root"]["dag"]["tasks"][task_name]
   component = spec["components"][task["componentRef"]["name"]]
@@ -191,53 +382,100 @@ def executor_input(spec: dict, task_name: str, pipeline_root: str, run_id: str,
     artifacts[name] = {"artifacts": [{
         "name": produced["name"], "uri": produced["uri"], "type": artifact_type,
         "metadata": produced["metadata"]}]}
-  task_root = f"{pipeline_root.rstrip('/')}/{run_id}/{task_name}"
+  # driver/driver.go provisionOutputs: one task root per execution, salted with a uuid
+  # (since KFP 2.5, so that retries and reruns never overwrite), outputs named by key.
+  task_root = generate_output_uri(root, task_name, salt or str(uuid.uuid4()))
+  declared = dict(component.get("outputDefinitions", {}).get("artifacts", {}))
+  if publish_logs:
+    declared[LOGS_KEY] = {"artifactType": LOGS_TYPE}
   outputs = {
-      key: {"artifacts": [{"uri": f"{task_root}/{key}", "type": output["artifactType"],
+      key: {"artifacts": [{"name": key, "uri": generate_output_uri(task_root, key),
+                           "type": output["artifactType"],
                            "metadata": copy.deepcopy(output.get("metadata", {}))}]}
-      for key, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
-  output_file = f"{(work_dir or pipeline_root).rstrip('/')}/{run_id}/{task_name}/executor_output.json"
+      for key, output in declared.items()}
+  local_root = local_path_for_uri(task_root)
+  output_file = (f"{local_root}/output_metadata.json" if local_root is not None
+                 else LEGACY_OUTPUT_FILE)
   return {"inputs": {"parameterValues": parameters, "artifacts": artifacts},
-          "outputs": {"artifacts": outputs, "outputFile": output_file}}
+          "outputs": {"artifacts": outputs, "outputFile": _in_pod(pod_dir, output_file)}}
+
+
+def _placeholders(invocation: dict, pod_dir: str) -> dict[str, str]:
+  """component/launcher_v2.go getPlaceholders: {{$}} and the artifacts' uri/path."""
+  values = {"{{$}}": json.dumps(invocation)}
+  for side in ("inputs", "outputs"):
+    for name, artifacts in invocation[side].get("artifacts", {}).items():
+      artifact = artifacts["artifacts"][0]
+      values[f"{{{{$.{side}.artifacts['{name}'].uri}}}}"] = artifact["uri"]
+      local = local_path_for_uri(artifact["uri"])
+      if local is not None:
+        values[f"{{{{$.{side}.artifacts['{name}'].path}}}}"] = _in_pod(pod_dir, local)
+  return values
 
 
 def _tail(text: str) -> str:
   return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
-def _is_local(uri: str) -> bool:
-  return "://" not in uri
-
-
-def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
-             upstream: dict[str, dict], env: dict | None = None, typed_inputs: bool = False,
-             timeout_s: float = TASK_TIMEOUT_S, work_dir: str | None = None,
+def run_task(spec: dict, task_name: str, root: str, upstream: dict[str, dict], *,
+             work_dir: str, store: ObjectStore | None = None, env: dict | None = None,
+             typed_inputs: bool = False, timeout_s: float = TASK_TIMEOUT_S,
              platform_spec: dict | None = None,
-             secrets: dict[str, dict[str, str]] | None = None) -> dict:
-  """Runs one task's executor; returns its record, raises TaskFailed if it fails.
+             secrets: dict[str, dict[str, str]] | None = None,
+             publish_logs: bool = True) -> dict:
+  """Runs one task as its pod would; returns its record, raises TaskFailed if it fails.
 
-  The record: returncode, seconds, outputs {key: {name, uri, metadata}} (metadata
-  as consumers will read it), executor_input, executor_output (None if not
-  written), skipped_hooks (lifecycle hooks KFP's open-source backend skips),
-  cache_key, log (where the task's output went) and log_tail.
+  `root` is the run's root (run_root), `store` the launcher's bucket (open_store).
+  The record: returncode, seconds, outputs {key: {name, uri, metadata}} (metadata as
+  consumers will read it), executor_input, executor_output (None if not written),
+  pod (the pod's folder), downloaded {input: local path}, unwritten_outputs (declared
+  outputs with nothing at their URI after the upload), skipped_hooks (lifecycle hooks
+  KFP's open-source backend skips), cache_key, log and log_tail.
   """
   task = spec["root"]["dag"]["tasks"][task_name]
   component = spec["components"][task["componentRef"]["name"]]
   container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
-  if work_dir is None and not _is_local(pipeline_root):
-    raise ValueError(f"pipeline root {pipeline_root} is not a local folder: give a work_dir")
-  invocation = executor_input(spec, task_name, pipeline_root, run_id, upstream, typed_inputs,
-                              work_dir)
-  output_file = pathlib.Path(invocation["outputs"]["outputFile"])
-  if output_file.parent.exists():
-    raise TaskFailed(task_name, f"{output_file.parent} exists: use a new run id")
-  output_file.parent.mkdir(parents=True)
-  for artifacts in invocation["outputs"]["artifacts"].values():
-    if _is_local(artifacts["artifacts"][0]["uri"]):
-      os.makedirs(artifacts["artifacts"][0]["uri"], exist_ok=True)
+  pod_env = secret_env(platform_spec or {}, component["executorLabel"], secrets or {},
+                       task_name)  # before anything: the pod would not start
+  salt = str(uuid.uuid4())
+  pod = pathlib.Path(work_dir) / "pods" / f"{task_name}-{salt}"
+  invocation = executor_input(spec, task_name, root, upstream, typed_inputs, salt,
+                              publish_logs, str(pod))
+  pod.mkdir(parents=True)
+  log = pod / "executor.log"
 
-  argv = [a.replace("{{$}}", json.dumps(invocation))
-          for a in container.get("command", []) + container.get("args", [])]
+  # component/launcher_v2.go prepareOutputFolders: every output needs a local path.
+  for key, artifacts in invocation["outputs"]["artifacts"].items():
+    local = local_path_for_uri(artifacts["artifacts"][0]["uri"])
+    if local is None:
+      raise TaskFailed(task_name, f"failed to generate local storage path for output artifact "
+                                  f"{key!r}: unsupported storage scheme in "
+                                  f"{artifacts['artifacts'][0]['uri']}")
+    pathlib.Path(_in_pod(pod, local)).parent.mkdir(parents=True, exist_ok=True)
+  pathlib.Path(invocation["outputs"]["outputFile"]).parent.mkdir(parents=True, exist_ok=True)
+
+  # component/launcher_v2.go downloadArtifacts: every input to its local path first.
+  downloaded = {}
+  for name, artifacts in invocation["inputs"]["artifacts"].items():
+    uri = artifacts["artifacts"][0]["uri"]
+    local = local_path_for_uri(uri)
+    if local is None:
+      continue  # "does not have a recognized storage URI ... Skipping downloading"
+    if store is None:
+      raise TaskFailed(task_name, f"no object store to download input {name!r} from {uri}")
+    try:
+      store.download(uri, _in_pod(pod, local))
+    except Exception as e:  # pylint: disable=broad-except
+      raise TaskFailed(task_name, f"failed to download input artifact {name!r} from remote "
+                                  f"storage URI {uri!r}: {e}") from e
+    downloaded[name] = _in_pod(pod, local)
+
+  placeholders = _placeholders(invocation, str(pod))
+  argv = []
+  for arg in container.get("command", []) + container.get("args", []):
+    for placeholder, value in placeholders.items():
+      arg = arg.replace(placeholder, value)
+    argv.append(arg)
   if argv and argv[0] == "python":
     argv[0] = sys.executable
   leftover = [a for a in argv if re.search(r"\{\{\$", a)]
@@ -245,10 +483,7 @@ def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
     raise TaskFailed(task_name, f"placeholders this harness does not fill: {leftover}")
   process_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_USE_LEGACY_KERAS": "1",
                  **{e["name"]: e.get("value", "") for e in container.get("env", [])},
-                 **secret_env(platform_spec or {}, component["executorLabel"], secrets or {},
-                              task_name),
-                 **(env or {})}
-  log = output_file.parent / "executor.log"
+                 **pod_env, **(env or {})}
   start = time.monotonic()
   try:
     result = subprocess.run(argv, cwd=REPO_ROOT, env=process_env, capture_output=True,
@@ -260,43 +495,69 @@ def run_task(spec: dict, task_name: str, pipeline_root: str, run_id: str,
             + f"\n[harness] killed after {timeout_s:.0f}s")
   seconds = time.monotonic() - start
   log.write_text(text)
+  logs = invocation["outputs"]["artifacts"].get(LOGS_KEY)
+  if logs:  # launcher_v2.go getLogWriter: the command's output teed to the log artifact
+    pathlib.Path(_in_pod(pod, local_path_for_uri(logs["artifacts"][0]["uri"]))).write_text(text)
 
+  output_file = pathlib.Path(invocation["outputs"]["outputFile"])
+  # launcher_v2.go getExecutorOutputFile: no file is an empty ExecutorOutput.
   reported = json.loads(output_file.read_text()) if output_file.exists() else None
-  outputs = {}
-  for key, artifacts in invocation["outputs"]["artifacts"].items():
-    artifact = copy.deepcopy(artifacts["artifacts"][0])
-    for src in ((reported or {}).get("artifacts", {}).get(key, {}).get("artifacts") or [])[:1]:
-      artifact["uri"] = src.get("uri") or artifact["uri"]  # the launcher's mergeRuntimeArtifacts
-      artifact["metadata"].update(src.get("metadata", {}))
-    outputs[key] = {"name": _artifact_id(artifact["uri"]), "uri": artifact["uri"],
-                    "metadata": {**_through_mlmd(task_name, artifact["metadata"]),
-                                 "display_name": artifact["metadata"].get("display_name", key)}}
-  record = {"returncode": returncode, "seconds": round(seconds, 1), "outputs": outputs,
-            "executor_input": invocation, "executor_output": reported,
+  record = {"returncode": returncode, "seconds": round(seconds, 1), "outputs": {},
+            "executor_input": invocation, "executor_output": reported, "pod": str(pod),
+            "downloaded": downloaded, "unwritten_outputs": [],
             "skipped_hooks": sorted(container.get("lifecycle", {})),
             "cache_key": cache_key(invocation, container), "log": str(log),
             "log_tail": _tail(text)}
-  if returncode != 0:
+  if returncode != 0:  # the launcher stops before uploading anything
     why = "timed out" if returncode is None else f"exited with {returncode}"
     raise TaskFailed(task_name, f"{why} after {seconds:.0f}s; the end of its output "
                                 f"({log}):\n{record['log_tail']}", record)
+
+  # launcher_v2.go uploadOutputArtifacts: merge what the executor reported, upload each
+  # output's local path when it exists, record every output either way.
+  for key, artifacts in invocation["outputs"]["artifacts"].items():
+    artifact = copy.deepcopy(artifacts["artifacts"][0])
+    for src in ((reported or {}).get("artifacts", {}).get(key, {}).get("artifacts") or [])[:1]:
+      artifact["uri"] = src.get("uri") or artifact["uri"]  # mergeRuntimeArtifacts
+      artifact["metadata"].update(src.get("metadata", {}))
+    local = local_path_for_uri(artifact["uri"])
+    if local is not None and os.path.exists(_in_pod(pod, local)):
+      if store is None:
+        raise TaskFailed(task_name, f"no object store to upload output {key!r} to "
+                                    f"{artifact['uri']}", record)
+      store.upload(_in_pod(pod, local), artifact["uri"])
+    if key != LOGS_KEY and (store is None or not store.exists(artifact["uri"])):
+      record["unwritten_outputs"].append(key)  # "Local filepath ... does not exist"
+    record["outputs"][key] = {
+        "name": _artifact_id(artifact["uri"]), "uri": artifact["uri"],
+        "metadata": {**_through_mlmd(task_name, artifact["metadata"]),
+                     "display_name": artifact["metadata"].get("display_name", key)}}
   return record
 
 
-def run_package(package_path: str, pipeline_root: str, run_id: str, env: dict | None = None,
-                typed_inputs: bool = False, timeout_s: float = TASK_TIMEOUT_S,
-                work_dir: str | None = None,
-                secrets: dict[str, dict[str, str]] | None = None) -> dict[str, dict]:
+def run_package(package_path: str, run_id: str, *, work_dir: str,
+                pipeline_root: str | None = None, launcher_config: dict | None = None,
+                env: dict | None = None, typed_inputs: bool = False,
+                timeout_s: float = TASK_TIMEOUT_S,
+                secrets: dict[str, dict[str, str]] | None = None,
+                publish_logs: bool = True) -> dict[str, dict]:
   """Runs every task of the package in DAG order; returns {task name: record}.
 
-  `pipeline_root` plays the run's pipeline root (the package's
-  `defaultPipelineRoot` unless a run overrides it). Raises TaskFailed, naming
-  the task and ending with its output, at the first task that fails.
+  `pipeline_root` plays the run's runtime config (what `finetune kubeflow submit`
+  sends), `launcher_config` the `kfp-launcher` ConfigMap's data and `secrets` the
+  namespace's secrets. Raises TaskFailed, naming the task and ending with its
+  output, at the first task that fails.
   """
   spec, platform_spec = load_package(package_path), load_platform_spec(package_path)
+  root = resolve_pipeline_root(pipeline_root, launcher_config)
+  store = None
+  if root.startswith("s3://"):
+    store = open_store(s3_session(launcher_config, root), secrets)
+  this_run = run_root(root, spec["pipelineInfo"]["name"], run_id)
   records: dict[str, dict] = {}
   for name in dag_order(spec):
-    records[name] = run_task(spec, name, pipeline_root, run_id, records, env=env,
-                             typed_inputs=typed_inputs, timeout_s=timeout_s, work_dir=work_dir,
-                             platform_spec=platform_spec, secrets=secrets)
+    records[name] = run_task(spec, name, this_run, records, work_dir=work_dir, store=store,
+                             env=env, typed_inputs=typed_inputs, timeout_s=timeout_s,
+                             platform_spec=platform_spec, secrets=secrets,
+                             publish_logs=publish_logs)
   return records

@@ -18,6 +18,8 @@ import urllib.parse
 from typing import Any, Iterator
 
 API = "/apis/v2beta1"
+# backend/src/v2/config/env.go: the root of a run that names none, without a ConfigMap.
+DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
 _GRPC_CODES = {400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 500: 13, 503: 14}
 
 
@@ -72,6 +74,8 @@ class KfpStub:
     self.recurring_runs: dict[str, dict] = {}
     self.polls: dict[str, int] = {}         # run id -> GETs so far
     self.multi_user = False
+    # The kfp-launcher ConfigMap's defaultPipelineRoot in the runs' namespace, if any.
+    self.launcher_pipeline_root: str | None = None
     # Runs are RUNNING for this many GETs, then end in this state.
     self.run_outcome: tuple[str, int] = ("SUCCEEDED", 1)
     self.url = ""
@@ -110,6 +114,13 @@ class KfpStub:
 
   def calls(self) -> list[str]:
     return [f"{r.method} {r.path}" for r in self.requests]
+
+  def pipeline_root(self, body: dict) -> str:
+    """The root a run or recurring run created with `body` would write to: its
+    runtime_config.pipeline_root, else the ConfigMap's, else the built-in default
+    (backend/src/v2/driver/driver.go RootDAG); never the package's defaultPipelineRoot."""
+    return ((body.get("runtime_config") or {}).get("pipeline_root")
+            or self.launcher_pipeline_root or DEFAULT_PIPELINE_ROOT)
 
   # The API.
 

@@ -9,7 +9,7 @@ import time
 import pytest
 from kfp import compiler, dsl
 
-from kfp_stub import API, running
+from kfp_stub import API, DEFAULT_PIPELINE_ROOT, running
 from pipeline.kubeflow_client import (Connection, KubeflowError, change_schedule, list_schedules,
                                       read_token, schedule, submit, validate_cron, wait)
 
@@ -26,10 +26,23 @@ def tiny(message: str, epochs: int = 1):
   say(message=message)
 
 
+@dsl.pipeline(name="tiny-pipeline", pipeline_root="s3://bucket/tiny/pipeline_root")
+def rooted(message: str):
+  say(message=message)
+
+
 @pytest.fixture(scope="module")
 def package(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("kfp") / "tiny.yaml"
   compiler.Compiler().compile(tiny, str(path))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def rooted_package(tmp_path_factory) -> str:
+  """A package with a defaultPipelineRoot, as `finetune kubeflow compile` writes one."""
+  path = tmp_path_factory.mktemp("kfp") / "rooted.yaml"
+  compiler.Compiler().compile(rooted, str(path))
   return str(path)
 
 
@@ -126,6 +139,58 @@ def test_submit_dry_run_sends_nothing(kfp_stub, conn, package):
   assert TOKEN not in text
 
 
+# the pipeline root
+
+def test_the_run_carries_the_packages_pipeline_root(kfp_stub, conn, rooted_package):
+  # The backend never reads defaultPipelineRoot from the package: it must come with the run.
+  result = _submit(conn, rooted_package)
+  run, = kfp_stub.find("POST", f"{API}/runs")
+  assert run.body["runtime_config"]["pipeline_root"] == "s3://bucket/tiny/pipeline_root"
+  assert kfp_stub.pipeline_root(run.body) == "s3://bucket/tiny/pipeline_root"
+  assert result["pipeline_root"] == "s3://bucket/tiny/pipeline_root"
+
+
+def test_an_explicit_pipeline_root_wins_for_runs_and_schedules(kfp_stub, conn, rooted_package):
+  kfp_stub.launcher_pipeline_root = "s3://configmap/root"
+  _submit(conn, rooted_package, pipeline_root="s3://other/root")
+  schedule(conn, rooted_package, "tiny-pipeline", "nightly", "0 0 3 * * *",
+           params={"message": "hi"}, pipeline_root="gs://elsewhere/root", echo=lambda line: None)
+  run, = kfp_stub.find("POST", f"{API}/runs")
+  recurring, = kfp_stub.find("POST", f"{API}/recurringruns")
+  assert kfp_stub.pipeline_root(run.body) == "s3://other/root"
+  assert kfp_stub.pipeline_root(recurring.body) == "gs://elsewhere/root"
+
+
+def test_a_schedule_carries_the_packages_pipeline_root(kfp_stub, conn, rooted_package):
+  schedule(conn, rooted_package, "tiny-pipeline", "nightly", "0 0 3 * * *",
+           params={"message": "hi"}, echo=lambda line: None)
+  recurring, = kfp_stub.find("POST", f"{API}/recurringruns")
+  assert recurring.body["runtime_config"]["pipeline_root"] == "s3://bucket/tiny/pipeline_root"
+
+
+def test_without_any_root_the_backend_default_applies(kfp_stub, conn, package):
+  # Nothing to send: the ConfigMap's root, else minio://, which TensorFlow cannot write.
+  _submit(conn, package)
+  run, = kfp_stub.find("POST", f"{API}/runs")
+  assert "pipeline_root" not in (run.body["runtime_config"] or {})
+  assert kfp_stub.pipeline_root(run.body) == DEFAULT_PIPELINE_ROOT
+  kfp_stub.launcher_pipeline_root = "s3://configmap/root"
+  assert kfp_stub.pipeline_root(run.body) == "s3://configmap/root"
+
+
+def test_a_local_pipeline_root_is_refused_before_sending(kfp_stub, conn, rooted_package):
+  with pytest.raises(KubeflowError, match="is not object storage"):
+    _submit(conn, rooted_package, pipeline_root="/tmp/artifacts")
+  assert kfp_stub.requests == []
+
+
+def test_the_dry_run_shows_the_pipeline_root(kfp_stub, conn, rooted_package):
+  lines: list[str] = []
+  _submit(conn, rooted_package, lines, dry_run=True)
+  run_line, = [line for line in lines if line.startswith(f"POST {API}/runs ")]
+  assert '"pipeline_root": "s3://bucket/tiny/pipeline_root"' in run_line
+
+
 @pytest.mark.parametrize("params, message", [
     ({"message": "hi", "epoch": "3"}, "no parameter epoch"),
     ({"message": "hi", "epochs": "three"}, "epochs is number_integer"),
@@ -206,6 +271,14 @@ def test_cron_needs_six_fields(cron):
 
 def test_validate_cron_normalises_spacing():
   assert validate_cron("  0 0  3 * *   * ") == "0 0 3 * * *"
+
+
+def test_recurring_runs_skip_missed_slots_unless_told(kfp_stub, conn, package):
+  quiet = {"params": {"message": "hi"}, "echo": lambda line: None}
+  schedule(conn, package, "tiny-pipeline", "nightly", "0 0 3 * * *", **quiet)
+  schedule(conn, package, "tiny-pipeline", "nightly", "0 0 4 * * *", no_catchup=False, **quiet)
+  first, second = [r.body for r in kfp_stub.find("POST", f"{API}/recurringruns")]
+  assert first["no_catchup"] is True and second["no_catchup"] is False
 
 
 def test_schedule_dry_run_echoes_the_plan_and_sends_nothing(kfp_stub, conn, package):

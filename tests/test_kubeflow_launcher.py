@@ -1,11 +1,16 @@
 """The compiled Kubeflow package, run task by task as KFP's launcher runs it (tests/kfp_launcher.py).
 
 No cluster: each task's exact command and arguments run here in a subprocess,
-with the ExecutorInput the open-source KFP v2 driver would build, and the
-ExecutorOutput read back as its launcher does. The photos and the pipeline
-root are in a local S3 server on 127.0.0.1 (moto), as on a cluster with MinIO:
-tasks get its endpoint from the package and its keys from a "Kubernetes
-secret" named in the package's platform spec. Served models go to
+with the ExecutorInput the open-source KFP v2 driver would build (its
+`executor-logs` output included), and around it what its launcher does: input
+artifacts downloaded to the pod's local paths, outputs and the log uploaded,
+the ExecutorOutput read back. The photos and the pipeline root are in a local
+S3 server on 127.0.0.1 (moto), as on a cluster with MinIO: tasks get its
+endpoint from the package and its keys from a "Kubernetes secret" named in the
+package's platform spec; the launcher reaches it through the project's
+kfp-launcher ConfigMap (deploy/kubeflow/kfp-launcher.yaml, endpoint pointed at
+moto). Runs carry the package's defaultPipelineRoot as `finetune kubeflow
+submit` sends it. Served models go to
 s3://mlpipeline/finetune/<name>/serving/<name>/<version>/.
 
 This process never loads tensorflow_io (it aborts at exit after S3 use): the
@@ -20,9 +25,12 @@ import pathlib
 import subprocess
 import sys
 
+import re
+
 import boto3
 from moto.server import ThreadedMotoServer
 import pytest
+import yaml
 
 from conftest import CATS_VS_DOGS_SCHEMA, CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides
 import kfp_launcher
@@ -37,7 +45,13 @@ REGION = "us-east-1"
 # The namespace's secret the package names; its values are planted to be looked for.
 SECRET_NAME = "finetune-s3"
 SECRETS = {SECRET_NAME: {"AWS_ACCESS_KEY_ID": "planted-key-id-7f3a",
-                         "AWS_SECRET_ACCESS_KEY": "planted-s3cr3t-9c2e1b"}}
+                         "AWS_SECRET_ACCESS_KEY": "planted-s3cr3t-9c2e1b"},
+           # What the launcher itself reads, named by the kfp-launcher ConfigMap.
+           "mlpipeline-minio-artifact": {"accesskey": "planted-key-id-7f3a",
+                                         "secretkey": "planted-s3cr3t-9c2e1b"}}
+LAUNCHER_CONFIGMAP = kfp_launcher.REPO_ROOT / "deploy" / "kubeflow" / "kfp-launcher.yaml"
+RUN_ROOT = "s3://mlpipeline/finetune/cats-vs-dogs/pipeline_root/cats-vs-dogs"
+UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 class Store:
@@ -47,6 +61,21 @@ class Store:
     self.endpoint = endpoint
     self.client = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
                                **{k.lower(): v for k, v in SECRETS[SECRET_NAME].items()})
+
+  @property
+  def launcher_config(self) -> dict[str, str]:
+    """The project's kfp-launcher ConfigMap data, its MinIO endpoint swapped for this one."""
+    (configmap,) = [d for d in yaml.safe_load_all(LAUNCHER_CONFIGMAP.read_text()) if d]
+    data = dict(configmap["data"])
+    providers = yaml.safe_load(data["providers"])
+    providers["s3"]["default"]["endpoint"] = self.endpoint.removeprefix("http://")
+    data["providers"] = yaml.safe_dump(providers)
+    return data
+
+  @property
+  def launcher(self) -> kfp_launcher.ObjectStore:
+    root = self.launcher_config["defaultPipelineRoot"]
+    return kfp_launcher.open_store(kfp_launcher.s3_session(self.launcher_config, root), SECRETS)
 
   @property
   def env(self) -> dict[str, str]:
@@ -103,10 +132,12 @@ def _compile(store: Store, data_uri: str, package: pathlib.Path) -> subprocess.C
   return result
 
 
-def _run(package: pathlib.Path, work: pathlib.Path, run_id: str) -> dict[str, dict]:
+def _run(store: Store, package: pathlib.Path, work: pathlib.Path, run_id: str) -> dict[str, dict]:
+  """A run as `finetune kubeflow submit` creates it: the package's root in its runtime config."""
   spec = kfp_launcher.load_package(str(package))
-  return kfp_launcher.run_package(str(package), spec["defaultPipelineRoot"], run_id,
-                                  work_dir=str(work), secrets=SECRETS)
+  return kfp_launcher.run_package(str(package), run_id, work_dir=str(work / run_id),
+                                  pipeline_root=spec["defaultPipelineRoot"],
+                                  launcher_config=store.launcher_config, secrets=SECRETS)
 
 
 def _report(store: Store, examples_uri: str) -> dict:
@@ -131,16 +162,16 @@ def compiled(store, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def first_run(compiled):
+def first_run(store, compiled):
   package, _, _, root = compiled
-  return _run(package, root / "kfp", "run-1")
+  return _run(store, package, root / "kfp", "run-1")
 
 
 @pytest.fixture(scope="module")
-def second_run(compiled, first_run):
+def second_run(store, compiled, first_run):
   """The same package again, as a schedule would run it: nothing recompiled."""
   package, _, _, root = compiled
-  return _run(package, root / "kfp", "run-2")
+  return _run(store, package, root / "kfp", "run-2")
 
 
 SERVING = "s3://mlpipeline/finetune/cats-vs-dogs/serving/cats-vs-dogs"
@@ -163,7 +194,8 @@ def test_every_task_succeeds_and_the_first_push_has_no_baseline(store, first_run
   assert first_run["ImageExampleGen"]["skipped_hooks"] == ["preCacheCheck"]
 
   examples = first_run["ImageExampleGen"]["outputs"]["examples"]
-  assert examples["uri"].startswith("s3://mlpipeline/finetune/cats-vs-dogs/pipeline_root/run-1/")
+  # driver.go: <run's root>/<pipeline>/<run id>/<task>/<uuid>/<key>.
+  assert re.fullmatch(f"{RUN_ROOT}/run-1/ImageExampleGen/{UUID}/examples", examples["uri"])
   report = _report(store, examples["uri"])
   assert report["examples"] == {split: {"cats": n, "dogs": n} for split, n in PER_SPLIT.items()}
   assert report["num_examples"] == 2 * sum(PER_SPLIT.values())
@@ -220,9 +252,46 @@ def test_the_keys_reach_no_package_log_or_report(store, compiled, first_run):
 def test_without_the_secret_no_task_starts(compiled):
   package, spec, _, root = compiled
   with pytest.raises(TaskFailed, match=f"secret '{SECRET_NAME}' has no key"):
-    kfp_launcher.run_task(spec, "ImageExampleGen", spec["defaultPipelineRoot"], "no-secret", {},
-                          work_dir=str(root / "kfp"),
+    kfp_launcher.run_task(spec, "ImageExampleGen", f"{RUN_ROOT}/no-secret", {},
+                          work_dir=str(root / "kfp" / "no-secret"),
                           platform_spec=kfp_launcher.load_platform_spec(str(package)), secrets={})
+
+
+def test_every_task_gets_the_drivers_log_output_and_ignores_it(store, first_run):
+  """KFP >= 2.5 adds executor-logs (system.Artifact) to every task; TFX must not see it."""
+  for name, record in first_run.items():
+    outputs = record["executor_input"]["outputs"]["artifacts"]
+    logs = outputs[kfp_launcher.LOGS_KEY]["artifacts"][0]
+    assert logs["type"] == {"schemaTitle": "system.Artifact"}, name
+    assert all(a["artifacts"][0]["name"] == key for key, a in outputs.items()), name
+    # The launcher uploaded the task's output as the log artifact, under the task root.
+    uri = record["outputs"][kfp_launcher.LOGS_KEY]["uri"]
+    assert re.fullmatch(f"{RUN_ROOT}/run-1/{name}/{UUID}/executor-logs", uri), uri
+    assert store.read(uri).decode() == pathlib.Path(record["log"]).read_text()
+    # TFX reported its own outputs only.
+    assert kfp_launcher.LOGS_KEY not in (record["executor_output"] or {}).get("artifacts", {})
+
+
+def test_inputs_are_downloaded_to_the_pod_and_every_output_is_written(first_run):
+  trainer = first_run["Trainer"]
+  inputs = trainer["executor_input"]["inputs"]["artifacts"]
+  assert set(trainer["downloaded"]) == set(inputs)
+  for name, path in trainer["downloaded"].items():
+    uri = inputs[name]["artifacts"][0]["uri"]
+    # launcher_v2.go LocalPathForURI: s3://bucket/key -> /s3/bucket/key, in the pod.
+    assert path == f"{trainer['pod']}/s3/{uri.removeprefix('s3://')}"
+    assert any(p.is_file() for p in pathlib.Path(path).rglob("*")), name
+  # The executor output file is in the task root's local path (driver.go provisionOutputs).
+  output_file = trainer["executor_input"]["outputs"]["outputFile"]
+  assert re.fullmatch(f"{trainer['pod']}/s3/.*/Trainer/{UUID}/output_metadata.json", output_file)
+  # The launcher records a declared output nobody wrote, and its consumers then download
+  # nothing. Some of ours stay empty by design (e.g. Pusher's pushed_model: the model goes
+  # to the serving folder; Transform's unused analyzer cache); every consumed one is written.
+  consumed = {a["artifacts"][0]["uri"] for r in first_run.values()
+              for a in r["executor_input"]["inputs"]["artifacts"].values()}
+  empty = {(name, key) for name, r in first_run.items() for key in r["unwritten_outputs"]
+           if r["outputs"][key]["uri"] in consumed}
+  assert empty == set()
 
 
 def test_new_photos_cannot_hit_a_stale_example_gen_cache(store, compiled):
@@ -232,7 +301,7 @@ def test_new_photos_cannot_hit_a_stale_example_gen_cache(store, compiled):
   container = spec["deploymentSpec"]["executors"]["ImageExampleGen_executor"]["container"]
 
   def key(run_id):
-    invocation = kfp_launcher.executor_input(spec, "ImageExampleGen", "/store", run_id, {})
+    invocation = kfp_launcher.executor_input(spec, "ImageExampleGen", f"{RUN_ROOT}/{run_id}", {})
     return kfp_launcher.cache_key(invocation, container)
 
   before = key("run-a")
@@ -262,8 +331,9 @@ def test_a_new_span_is_ingested_without_recompiling(store, tmp_path):
   def ingest(run_id: str) -> dict:
     # ImageExampleGen is a root task: running it alone is what the run would do first.
     record = kfp_launcher.run_task(
-        spec, "ImageExampleGen", spec["defaultPipelineRoot"], run_id, {},
-        work_dir=str(tmp_path / "kfp"), secrets=SECRETS,
+        spec, "ImageExampleGen", kfp_launcher.run_root(spec["defaultPipelineRoot"],
+                                                      spec["pipelineInfo"]["name"], run_id), {},
+        work_dir=str(tmp_path / "kfp" / run_id), store=store.launcher, secrets=SECRETS,
         platform_spec=kfp_launcher.load_platform_spec(str(package)))
     return _report(store, record["outputs"]["examples"]["uri"])
 
@@ -279,3 +349,91 @@ def test_a_new_span_is_ingested_without_recompiling(store, tmp_path):
   assert report["spans"] == {"train": [1, 2], "validation": [1, 2], "test": [2]}
   assert [r["path"] for r in report["rejected"]] == ["span-1/train/cats/broken.jpg",
                                                      "span-2/train/dogs/broken.jpg"]
+
+
+# The driver's and launcher's rules on a two-task package of plain commands (fast).
+
+def _toy_spec(write_output: bool) -> dict:
+  """make -> use: `make` declares `data` and writes it to its local path (or not);
+  `use` copies what the launcher downloaded for it to its own output."""
+  writes = "mkdir -p {0} && echo made > {0}/part-0" if write_output else "true"
+  output = {"data": {"artifactType": {"schemaTitle": "system.Dataset"}}}
+  return {
+      "pipelineInfo": {"name": "toy"},
+      "defaultPipelineRoot": "s3://never/read",
+      "root": {"dag": {"tasks": {
+          "make": {"componentRef": {"name": "comp-make"}, "taskInfo": {"name": "make"}},
+          "use": {"componentRef": {"name": "comp-use"}, "taskInfo": {"name": "use"},
+                  "dependentTasks": ["make"],
+                  "inputs": {"artifacts": {"data": {"taskOutputArtifact": {
+                      "producerTask": "make", "outputArtifactKey": "data"}}}}}}}},
+      "components": {
+          "comp-make": {"executorLabel": "exec-make", "outputDefinitions": {"artifacts": output}},
+          "comp-use": {"executorLabel": "exec-use",
+                       "inputDefinitions": {"artifacts": output},
+                       "outputDefinitions": {"artifacts": {"copy": output["data"]}}}},
+      "deploymentSpec": {"executors": {
+          "exec-make": {"container": {"image": "alpine", "command": ["sh", "-c", writes.format(
+              "{{$.outputs.artifacts['data'].path}}")]}},
+          "exec-use": {"container": {"image": "alpine", "command": ["sh", "-c", (
+              "ls {{$.inputs.artifacts['data'].path}} && mkdir -p "
+              "{{$.outputs.artifacts['copy'].path}} && cp -r {{$.inputs.artifacts['data'].path}}/. "
+              "{{$.outputs.artifacts['copy'].path}}/ 2>/dev/null; true")]}}}},
+  }
+
+
+def _toy_run(store, tmp_path, write_output: bool) -> dict[str, dict]:
+  spec = _toy_spec(write_output)
+  package = tmp_path / "toy.yaml"
+  package.write_text(yaml.safe_dump(spec))
+  return kfp_launcher.run_package(str(package), "toy-run", work_dir=str(tmp_path),
+                                  pipeline_root="s3://mlpipeline/toy",
+                                  launcher_config=store.launcher_config, secrets=SECRETS)
+
+
+def test_the_launcher_downloads_inputs_and_uploads_outputs(store, tmp_path):
+  run = _toy_run(store, tmp_path, write_output=True)
+  data = run["make"]["outputs"]["data"]["uri"]
+  assert re.fullmatch(f"s3://mlpipeline/toy/toy/toy-run/make/{UUID}/data", data)
+  assert store.read(f"{data}/part-0") == b"made\n"  # uploaded from the pod's /s3/... path
+  assert run["use"]["downloaded"]["data"].endswith(f"/s3/{data.removeprefix('s3://')}")
+  assert store.read(f"{run['use']['outputs']['copy']['uri']}/part-0") == b"made\n"
+  assert "part-0" in store.read(run["use"]["outputs"]["executor-logs"]["uri"]).decode()
+  assert run["make"]["unwritten_outputs"] == [] and run["use"]["unwritten_outputs"] == []
+
+
+def test_a_declared_output_nobody_writes_is_recorded_not_failed(store, tmp_path):
+  """launcher_v2.go uploadOutputArtifacts: a missing local path is a warning, and the
+  artifact is recorded; its consumer downloads nothing and runs."""
+  run = _toy_run(store, tmp_path, write_output=False)
+  assert run["make"]["returncode"] == 0 and run["make"]["unwritten_outputs"] == ["data"]
+  assert not store.exists(run["make"]["outputs"]["data"]["uri"])
+  assert run["use"]["returncode"] == 0
+  assert not pathlib.Path(run["use"]["downloaded"]["data"]).exists()
+
+
+def test_the_pipeline_root_comes_from_the_run_then_the_configmap_never_the_package(store):
+  config = store.launcher_config
+  assert kfp_launcher.resolve_pipeline_root("s3://run/root", config) == "s3://run/root"
+  assert kfp_launcher.resolve_pipeline_root(None, config) == "s3://mlpipeline/v2/artifacts"
+  assert kfp_launcher.resolve_pipeline_root(None, None) == "minio://mlpipeline/v2/artifacts"
+  spec = _toy_spec(True)
+  invocation = kfp_launcher.executor_input(
+      spec, "make", kfp_launcher.run_root(kfp_launcher.resolve_pipeline_root(None, None),
+                                          "toy", "r1"), {})
+  uri = invocation["outputs"]["artifacts"]["data"]["artifacts"][0]["uri"]
+  assert uri.startswith("minio://mlpipeline/v2/artifacts/toy/r1/make/")  # TensorFlow cannot write
+
+
+def test_a_root_the_launcher_has_no_local_path_for_fails_the_task(tmp_path):
+  spec = _toy_spec(True)
+  with pytest.raises(TaskFailed, match="failed to generate local storage path"):
+    kfp_launcher.run_task(spec, "make", str(tmp_path / "root"), {}, work_dir=str(tmp_path))
+
+
+def test_a_provider_key_s3_go_does_not_read_is_refused(store):
+  config = store.launcher_config
+  providers = yaml.safe_load(config["providers"])
+  providers["s3"]["default"]["disableSsl"] = True  # s3.go's tag is disableSSL
+  with pytest.raises(ValueError, match=r"reads no \['disableSsl'\]"):
+    kfp_launcher.s3_session({**config, "providers": yaml.safe_dump(providers)}, "s3://b/k")
