@@ -115,6 +115,13 @@ def BlessingGate(evaluation: InputArtifact[ModelEvaluation], model: InputArtifac
   # What the model card beside a pushed version shows (components/model_card.py).
   with tf.io.gfile.GFile(data_facts.report_path(examples.uri)) as f:
     ingestion = json.load(f)
+  on_device = os.path.join(model.uri, "model.tflite")
+  if tf.io.gfile.exists(on_device):  # serving.tflite: judged on the same test photos
+    from components.trainer.tflite import tflite_accuracy
+    with tf.io.gfile.GFile(os.path.join(model.uri, "training_summary.json")) as f:
+      training = json.load(f)
+    verdict["tflite"] = {**training["tflite"], "accuracy": tflite_accuracy(
+        on_device, os.path.join(examples.uri, "Split-test"), training["config"]["image_size"])}
   verdict.update(class_names=class_names, confusion_matrix=matrix,
                  photos=ingestion["examples"], spans=ingestion.get("spans") or {},
                  # The photos the Pusher's serving check sends (components/canary.py).

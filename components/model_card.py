@@ -37,6 +37,10 @@ th{background:#f3f3f3}</style></head><body>
 <table><tr><th></th>{% for name in c.classes %}<th>{{ name }}</th>{% endfor %}</tr>
 {% for row in c.confusion_matrix %}<tr><th>{{ c.classes[loop.index0] }}</th>{% for n in row %}<td>{{ n }}</td>{% endfor %}</tr>{% endfor %}</table>
 {% if c.spans %}<p>Spans: {% for split, spans in c.spans.items() %}{{ split }} {{ spans|join(", ") }}{% if not loop.last %}; {% endif %}{% endfor %}</p>{% endif %}
+{% if c.tflite %}<h2>On-device model</h2>
+<p><code>assets.extra/model.tflite</code> ({{ c.tflite.kind }}, {{ "%.1f"|format(c.tflite.bytes / 1e6) }} MB):
+test accuracy {{ "%.4f"|format(c.tflite.accuracy) }} against the served model's {{ "%.4f"|format(c.accuracy) }}.
+It takes RGB pixels 0-255 resized to {{ c.image_size }} x {{ c.image_size }}; the app decodes and resizes the photo.</p>{% endif %}
 <h2>Training</h2>
 <p>{{ c.base_model }} (weights {{ c.weights }}) at {{ c.image_size }} px.</p>
 <table>{% for key, value in c.settings.items() %}<tr><td>{{ key }}</td><td>{{ value }}</td></tr>{% endfor %}</table>
@@ -58,6 +62,7 @@ def model_card(model_name: str, version: int, verdict: dict, training: dict) -> 
                    "accuracy": verdict.get("baseline_accuracy")},
       "base_model": training.get("base_model"), "weights": training.get("weights"),
       "image_size": settings.get("image_size"), "settings": settings,
+      "tflite": verdict.get("tflite"),
   }
 
 

@@ -135,6 +135,9 @@ class Executor(tfx_pusher.Executor):
             f"photos answered as the evaluator's model does; warm-up requests written", flush=True)
       for name, text in card_files(model_card(model_name, version, verdict, training)).items():
         io_utils.write_string_file(posixpath.join(staging, "assets.extra", name), text)
+      on_device = posixpath.join(model.uri, "model.tflite")
+      if tf.io.gfile.exists(on_device):  # serving.tflite: the on-device model travels along
+        io_utils.copy_file(on_device, posixpath.join(staging, "assets.extra", "model.tflite"))
 
     target = push(model_dir, base_dir, version, prepare)
     self._MarkPushed(model_push, pushed_destination=target, pushed_version=str(version))

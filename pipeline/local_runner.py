@@ -197,6 +197,10 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
     else:
       lines.append(f"  compared with the served version {verdict['served_version']} "
                    "on the same test photos")
+    on_device = verdict.get("tflite")
+    if on_device:
+      lines.append(f"On-device model (TFLite {on_device['kind']}): {on_device['bytes'] / 1e6:.1f} MB, "
+                   f"test accuracy {on_device['accuracy']:.4f}")
   pushed = run.artifact("Pusher", "pushed_model")
   if pushed is not None:
     if runs.int_property(pushed, "pushed") == 1:

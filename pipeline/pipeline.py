@@ -61,7 +61,7 @@ def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str
                          fail_on_anomalies=config.data.fail_on_anomalies)
 
   # train.image_size 0: the size ingestion picks from the photos (components/runtime_config.py).
-  train_config = dataclasses.asdict(config.train)
+  train_config = {**dataclasses.asdict(config.train), "tflite": config.serving.tflite}
   transform = tfx.components.Transform(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],

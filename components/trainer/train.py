@@ -24,6 +24,7 @@ from components import progress
 from components import data_facts
 from components.data_facts import report_path
 from components.trainer import model as model_lib
+from components.trainer import tflite
 from components.trainer.signatures import export_serving_model
 from components.transform import IMAGE_KEY, LABEL_KEY, TRANSFORMED_IMAGE_KEY
 
@@ -315,6 +316,12 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
   summary["exported"] = {k: v for k, v in exported.items() if k != "seconds"}
 
   model_dir = os.path.dirname(fn_args.serving_model_dir)
+  kind = config.get("tflite", "off")
+  if kind != "off":  # the on-device model, beside the SavedModel (components/trainer/tflite.py)
+    began = time.time()
+    size = tflite.export_tflite(model, config["image_size"], kind,
+                                os.path.join(model_dir, tflite.FILE_NAME), train_ds)
+    summary["tflite"] = {"kind": kind, "bytes": size, "seconds": round(time.time() - began, 1)}
   with tf.io.gfile.GFile(os.path.join(model_dir, HISTORY_FILE), "w") as f:
     json.dump(rows, f, indent=1)
   with tf.io.gfile.GFile(os.path.join(model_dir, SUMMARY_FILE), "w") as f:
