@@ -63,16 +63,21 @@ def size_lines(statistics_uri: str, split_names: list[str]) -> list[str]:
   return lines
 
 
-def stopped_ingestion_lines(pipeline_root: str, show: int = 20) -> list[str]:
-  """The data lines of the newest ingestion report under `pipeline_root`, for a
-  run that ingestion stopped (too thin to train): its Examples were never
-  recorded in ML Metadata, but the report was written first."""
-  found = tf.io.gfile.glob(report_path(os.path.join(pipeline_root, "ImageExampleGen",
-                                                    "examples", "*")))
-  if not found:
+def stopped_ingestion_lines(error: Exception, show: int = 20) -> list[str]:
+  """What ingestion counted before it stopped the run (too thin to train), as
+  the summary shows it: TFX removed its outputs, the report rode on the error."""
+  report = getattr(error, "report", None)
+  if not report:
     return []
-  newest = max(found, key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0)
-  return data_lines(os.path.dirname(os.path.dirname(newest)), show=show)
+  lines = [f"Data: {report['num_examples']} examples, {report['num_rejected']} files "
+           f"rejected, {report['num_ignored']} ignored ({report['data_root']})"]
+  for split, counts in report["examples"].items():
+    lines.append(f"  {split:<10} {sum(counts.values()):>6}  " +
+                 ", ".join(f"{name} {n}" for name, n in counts.items()))
+  lines += [f"  rejected {r['path']}: {r['reason']}" for r in report["rejected"][:show]]
+  if report["num_rejected"] > show:
+    lines.append(f"  ... and {report['num_rejected'] - show} more")
+  return lines
 
 
 def check(config: PipelineConfig, echo) -> int:
@@ -93,7 +98,7 @@ def check(config: PipelineConfig, echo) -> int:
     except DataAnomaliesError as e:
       stopped = str(e)
     except DataLayoutError as e:  # too thin to train: the counts show why
-      for line in stopped_ingestion_lines(checked.pipeline_root, show=10**6):
+      for line in stopped_ingestion_lines(e, show=10**6):
         echo(line)
       echo(f"Run stopped: {e}", err=True)
       return 2

@@ -9,8 +9,10 @@ this project's lines go to the terminal through copies of the originals.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -148,10 +150,19 @@ def quiet(verbose: bool = False):
     raise  # click shows it, once the terminal is back
   except Exception as e:  # pylint: disable=broad-except
     failed = True
-    console.log.write(traceback.format_exc())
-    first_line = (str(e).strip().splitlines() or [""])[0]
-    console.echo(f"Failed: {type(e).__name__}: {first_line}\n"
-                 f"The full traceback is in {console.log_path}", err=True)
+    try:
+      console.log.write(traceback.format_exc())
+      console.log.flush()
+      logged = True
+    except OSError:  # the disk the log is on may be the full one
+      logged = False
+    full = disk_full_line(e, _working_folder(console))
+    if full:
+      console.echo(full, err=True)
+    else:
+      first_line = (str(e).strip().splitlines() or [""])[0]
+      console.echo(f"Failed: {type(e).__name__}: {first_line}" +
+                   (f"\nThe full traceback is in {console.log_path}" if logged else ""), err=True)
     raise SystemExit(1) from None
   finally:
     _active = None
@@ -168,6 +179,46 @@ def quiet(verbose: bool = False):
     console.log.close()
     if console.log_is_temporary and not failed:
       os.unlink(console.log_path)
+
+
+_DISK_FULL = ("No space left on device", "database or disk is full", "Disk quota exceeded")
+
+
+def disk_full_line(error: BaseException, where: str) -> str | None:
+  """One line for an error caused by a full disk, wherever it surfaced (SQLite
+  prints its SQL statement, Beam and TensorFlow wrap the OSError), else None.
+  `where`: the folder the command writes to, when the error names no file."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+      where = error.filename or where
+      break
+    if any(marker in str(error) for marker in _DISK_FULL):
+      break
+    error = error.__cause__ or error.__context__
+  else:  # no error in the chain came from a full disk
+    return None
+  where = os.fspath(where)
+  try:
+    free = f" ({shutil.disk_usage(_existing(where)).free / 2**20:.0f} MB free now)"
+  except OSError:
+    free = ""
+  return (f"Failed: the disk is full at {where}{free}: free some space, then run the same "
+          "command again (finished steps are kept)")
+
+
+def _existing(path: str) -> str:
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path.rstrip("/"))
+  return path or "."
+
+
+def _working_folder(console: Console) -> str:
+  """The run's folder, from where its log goes (<run dir>/logs/...), else the working folder."""
+  if console.log_path and not console.log_is_temporary:
+    return os.path.dirname(os.path.dirname(console.log_path))
+  return os.getcwd()
 
 
 def log_path_for(run_dir: str, command: str) -> str:

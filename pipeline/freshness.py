@@ -13,21 +13,13 @@ import time
 
 import tensorflow as tf
 
+# Also the ingestion driver's cache key; odd files (broken links, loops, non-UTF-8
+# names) count as files there and never stop it.
+from components.image_example_gen.fingerprint import data_fingerprint
 from pipeline.config import PipelineConfig
+from pipeline.files import atomic_write_text
 
 STATE_FILE = "last_run.json"
-
-
-def data_fingerprint(data_root: str) -> str:
-  """Every file under the root: relative path, size and modification time."""
-  digest = hashlib.sha256()
-  root = data_root.rstrip("/")
-  for dirpath, _, filenames in sorted(tf.io.gfile.walk(root)):
-    for name in sorted(filenames):
-      path = posixpath.join(dirpath.rstrip("/"), name)
-      stat = tf.io.gfile.stat(path)
-      digest.update(f"{path[len(root):]}\0{stat.length}\0{stat.mtime_nsec}\n".encode())
-  return digest.hexdigest()
 
 
 def _key(config: PipelineConfig) -> str:
@@ -43,14 +35,27 @@ def _state_path(config: PipelineConfig) -> str:
   return posixpath.join(config.run_dir, STATE_FILE)
 
 
-def unchanged_since(config: PipelineConfig) -> dict | None:
+def unchanged_since(config: PipelineConfig, warn=None) -> dict | None:
   """The last successful run's record if neither the photos nor the settings
-  changed since; None if there is something to do."""
+  changed since; None if there is something to do.
+
+  An unreadable record (a run killed while writing it, before writes were
+  atomic) counts as no previous run, with a line to `warn`: the run goes
+  ahead and writes a good one.
+  """
   path = _state_path(config)
   if not tf.io.gfile.exists(path):
     return None
-  with tf.io.gfile.GFile(path) as f:
-    state = json.load(f)
+  try:
+    with tf.io.gfile.GFile(path) as f:
+      state = json.load(f)
+    if not isinstance(state, dict) or not {"run_id", "finished"} <= state.keys():
+      raise ValueError("not a run record")
+  except (ValueError, UnicodeDecodeError) as e:
+    if warn:
+      warn(f"Warning: {path} is unreadable ({type(e).__name__}); treating it as no "
+           "previous run")
+    return None
   return state if state.get("key") == _key(config) else None
 
 
@@ -58,8 +63,7 @@ def record_success(config: PipelineConfig, run_id: str, spans: list[int]) -> Non
   """Called after a run finished (blessed or not): its inputs are now seen."""
   state = {"key": _key(config), "run_id": run_id, "spans": spans,
            "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-  with tf.io.gfile.GFile(_state_path(config), "w") as f:
-    json.dump(state, f, indent=1)
+  atomic_write_text(_state_path(config), json.dumps(state, indent=1))
 
 
 def nothing_new_line(state: dict) -> str:

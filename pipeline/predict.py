@@ -70,11 +70,15 @@ def _read(path: str) -> bytes | str:
 
   The served graph decodes JPEG, PNG, GIF and BMP and ignores EXIF: HEIC, WebP
   and TIFF files, and photos whose EXIF orientation is not normal, are
-  re-encoded upright first, as ingestion stored the training photos.
+  re-encoded upright first, as ingestion stored the training photos. A file
+  ingestion would refuse (a decompression bomb, absurd dimensions, not an
+  image) is refused here for the same reason, before any pixel is decoded.
   """
-  from components.image_example_gen.images import upright_bytes
+  from components.image_example_gen.images import RejectedImage, upright_bytes
   try:
     return upright_bytes(pathlib.Path(path).read_bytes())
+  except RejectedImage as e:
+    return f"refused: {e}"
   except FileNotFoundError:
     return "no such file"
   except IsADirectoryError:
@@ -135,7 +139,8 @@ def predict_files(signature, paths) -> list[dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
 @click.option("--config", "config_path", type=click.Path(),
               help="YAML configuration file (locates the default model).")
-@click.option("--output", "output_dir", help="Output folder of the run (locates the default model).")
+@click.option("--outputs", "--output", "output_dir",
+              help="The output folder `finetune run` used (locates the default model).")
 @click.option("--pipeline-name", help="Pipeline name (locates the default model).")
 @VERBOSE
 def predict(images, model_dir, version, as_json, config_path, output_dir, pipeline_name,

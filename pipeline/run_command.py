@@ -52,7 +52,7 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   except (DataLayoutError, SchemaError) as e:
     if isinstance(e, ThinDataError):  # ingestion wrote its counts before stopping
       from pipeline.check import stopped_ingestion_lines
-      for line in stopped_ingestion_lines(config.pipeline_root):
+      for line in stopped_ingestion_lines(e):
         echo(line)
     echo(f"Run stopped: {e}", err=True)
     sys.exit(2)

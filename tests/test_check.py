@@ -35,10 +35,29 @@ def test_check_lists_what_a_run_would_ingest_and_records_nothing(tmp_path):
 
 
 def test_check_fails_as_the_run_would_on_anomalies(tmp_path):
-  data = make_dataset(tmp_path / "pets", {"all": 3}, splits=False,
+  data = make_dataset(tmp_path / "pets", {"train": 2, "validation": 1, "test": 1},
                       classes=("birds", "cats", "dogs"))
   result = _check(data, tmp_path / "out", "--set", f"data.schema_path={CATS_VS_DOGS_SCHEMA}")
   assert result.exit_code == 2, result.output
   assert "Run stopped: Data validation found anomalies against the curated schema:" in result.output
   assert "feature 'label'" in result.output or "feature 'class_name'" in result.output
+  assert not (tmp_path / "out").exists()
+
+
+def test_check_stops_as_the_run_would_when_a_split_misses_a_class(tmp_path):
+  """20 photos a class, hash-split 8:1:1, left no cat in validation: check said a run
+  would go ahead, and the run trained without judging cats."""
+  data = tmp_path / "pets"
+  for name in ("cats", "dogs"):
+    (data / name).mkdir(parents=True)
+    for i in range(20):  # these names leave validation without a cat
+      (data / name / f"DSC{i:04d}.JPG").write_bytes(
+          image_bytes(CLASS_COLORS[name], seed=i if name == "cats" else 100 + i))
+  result = _check(data, tmp_path / "out", "--set", f"data.schema_path={CATS_VS_DOGS_SCHEMA}")
+  assert result.exit_code == 2, result.output
+  assert "  validation      4  cats 0, dogs 4" in result.output.splitlines()  # the counts show why
+  assert result.output.strip().splitlines()[-1] == (
+      "Run stopped: The validation split got no photo of class cats (cats 20 photos in all, "
+      "split by a hash of the file name): add photos, at least 50 per class, or split them "
+      "yourself into train/validation/test folders")
   assert not (tmp_path / "out").exists()

@@ -72,6 +72,45 @@ def test_each_rule_is_checked_before_any_work(tmp_path, overrides, message):
     _valid(tmp_path, **overrides).validate()
 
 
+@pytest.mark.parametrize("overrides, message", [
+    # nan passes every range check; these failed in the Trainer minutes into a run.
+    ({"train.dropout": "nan"}, "train.dropout must be a finite number, got nan"),
+    ({"train.phase1_learning_rate": "nan"}, "train.phase1_learning_rate must be a finite number"),
+    ({"train.zoom": "inf"}, "train.zoom must be a finite number, got inf"),
+    ({"evaluate.min_class_recall": "-inf"}, "evaluate.min_class_recall must be a finite number"),
+    ({"train.alpha": "nan"}, "train.alpha must be a finite number"),
+    ({"train.image_size": 100000}, "train.image_size must be 0 .* or between 32 and 1024, "
+                                   "got 100000"),
+    ({"train.image_size": 1025}, "train.image_size must be 0 .* or between 32 and 1024"),
+    ({"train.phase1_epochs": 10**6}, "train.phase1_epochs must be at most 1000, got 1000000"),
+    ({"train.phase2_epochs": 1001}, "train.phase2_epochs must be at most 1000"),
+    ({"train.batch_size": 100000}, "train.batch_size must be at most 4096"),
+    ({"train.early_stopping_patience": 10**5}, "train.early_stopping_patience must be at most 1000"),
+    ({"train.phase2_learning_rate": 5}, r"train.phase2_learning_rate must be in \(0, 1\]"),
+    ({"train.dropout": -0.1}, "train.dropout must be between 0.0 and 0.95"),
+    ({"data.max_image_side": 10**6}, "data.max_image_side must be at most 16384"),
+])
+def test_settings_that_would_fail_later_are_refused_at_once(tmp_path, overrides, message):
+  with pytest.raises(ConfigError, match=message):
+    _valid(tmp_path, **overrides).validate()
+
+
+def test_the_largest_sensible_settings_pass(tmp_path):
+  _valid(tmp_path, **{"train.image_size": 1024, "train.batch_size": 4096,
+                      "train.phase1_epochs": 1000, "train.dropout": 0.95}).validate()
+
+
+def test_a_nan_setting_is_one_line_with_exit_code_2(tmp_path):
+  from click.testing import CliRunner
+  from pipeline.cli import main
+  result = CliRunner().invoke(main, ["run", "--data-root", str(tmp_path), "--output",
+                                     str(tmp_path / "out"), "--weights", "none",
+                                     "--set", "train.dropout=nan"])
+  assert result.exit_code == 2, result.output
+  assert result.output.strip().splitlines() == [
+      "Error: train.dropout must be a finite number, got nan"]
+
+
 def test_missing_data_root():
   with pytest.raises(ConfigError, match="data.root is not set"):
     load_config(None, {}).validate()

@@ -106,3 +106,34 @@ def test_the_automatic_training_size_follows_the_photos(tmp_path):
   assert typical_size(photos("web", (500, 375), (320, 240), (300, 240))) == 224
   assert typical_size(photos("tiny", (50, 40), (40, 40))) == 96  # a floor for the base
   assert typical_size(photos("mixed", (200, 150), (180, 170), (300, 300))) == 160  # median, /32
+
+
+def bomb_png(side: int = 20000) -> bytes:
+  """A decompression bomb: 20000x20000 declared in a few dozen KB (1 bit per
+  pixel, all zero), gigabytes once decoded to RGB."""
+  return _encode(Image.new("1", (side, side)), "PNG", optimize=True)
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_alone():
+  from components.image_example_gen.images import acceptable_image, upright_bytes
+  bomb = bomb_png()
+  assert len(bomb) < 100_000
+  reasons = []
+  for check in (prepare_image, upright_bytes, acceptable_image):  # ingestion, predict, the rule
+    with pytest.raises(RejectedImage) as refused:
+      check(bomb)
+    reasons.append(str(refused.value))
+  assert reasons[0] == reasons[1] == reasons[2]
+  assert reasons[0] == ("absurd dimensions: 400 megapixels, more than 179 "
+                        "(a decompression bomb?)")
+
+
+def test_huge_but_real_photos_pass_and_other_shapes_are_refused_alike():
+  from components.image_example_gen.images import acceptable_image, upright_bytes
+  # 169 MP, beyond any camera's 108 MP: accepted (and downscaled at ingestion).
+  with pytest.warns(Image.DecompressionBombWarning):  # Pillow only warns up to twice its limit
+    assert acceptable_image(bomb_png(13000)).size == (13000, 13000)
+  strip = _encode(Image.new("L", (4000, 100)), "PNG")
+  for check in (prepare_image, upright_bytes):
+    with pytest.raises(RejectedImage, match=r"^extreme aspect ratio 4000x100 \(more than 20:1"):
+      check(strip)

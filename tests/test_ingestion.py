@@ -10,6 +10,7 @@ from tfx.utils import proto_utils
 from components.image_example_gen.component import Driver, ImageExampleGen
 from components.data_facts import labels_path, report_path
 from components.image_example_gen.executor import Executor
+from components.image_example_gen.layout import ThinDataError
 from conftest import SHARED_DATA, make_dataset, requires_shared
 
 SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
@@ -19,8 +20,14 @@ SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
 
 
 def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",),
-           read_back=True, spans="all"):
-  """Runs the component's executor as the orchestrator would; returns (report, records)."""
+           read_back=True, spans="all", stop_when_thin=False, driver=True):
+  """Runs the component's executor as the orchestrator would; returns (report, records).
+
+  The tiny sets tests use are often too thin for a run (a split without a
+  class): ingestion then raises ThinDataError once all is written, and unless
+  `stop_when_thin`, what it wrote is read back anyway. `driver=False` skips
+  the driver's fingerprint of the input files, to test the executor alone.
+  """
   component = ImageExampleGen(str(data_root), ratios or {"train": 8, "validation": 1, "test": 1},
                               1024, spans)
   examples = standard_artifacts.Examples()
@@ -28,9 +35,14 @@ def ingest(data_root, out_dir, ratios=None, beam_args=("--direct_num_workers=1",
   exec_properties = {k: proto_utils.proto_to_json(v) if hasattr(v, "DESCRIPTOR") else v
                      for k, v in component.exec_properties.items()}
   # As the orchestrator does: the driver fingerprints the input files.
-  exec_properties = Driver(None).resolve_exec_properties(exec_properties, None, None)
-  Executor(Executor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir) + "_tmp")
-           ).Do({}, {"examples": [examples]}, exec_properties)
+  if driver:
+    exec_properties = Driver(None).resolve_exec_properties(exec_properties, None, None)
+  try:
+    Executor(Executor.Context(beam_pipeline_args=list(beam_args), tmp_dir=str(out_dir) + "_tmp")
+             ).Do({}, {"examples": [examples]}, exec_properties)
+  except ThinDataError:
+    if stop_when_thin:
+      raise
   records = {}
   for split in artifact_utils.decode_split_names(examples.split_names) if read_back else []:
     files = tf.io.gfile.glob(str(pathlib.Path(out_dir) / f"Split-{split}" / "*.gz"))
@@ -236,3 +248,51 @@ def test_every_file_on_disk_is_an_example_a_rejection_or_ignored(tmp_path):
       + ["span-1/cats/cats.0.jpg", "span-1/dogs/dogs.0.jpg"])
   on_disk = sum(1 for p in root.rglob("*") if p.is_file())
   assert report["num_examples"] + report["num_rejected"] + report["num_ignored"] == on_disk
+
+
+def test_odd_files_are_rejections_with_their_reason_and_the_run_goes_on(tmp_path):
+  """A broken link, a link loop and a name that is not UTF-8 each stopped the run."""
+  import os
+  from test_layout import _odd_files
+  root = make_dataset(tmp_path / "photos", {"train": 3, "validation": 1, "test": 1})
+  _odd_files(root / "train" / "cats")
+
+  report, records, _ = ingest(root, tmp_path / "out", stop_when_thin=True)
+
+  reasons = {r["path"]: r["reason"] for r in report["rejected"]}
+  assert reasons == {
+      "train/cats/dangling.jpg": f"broken symbolic link: it points to {root}/train/cats/gone.jpg, "
+                                 "which does not exist",
+      "train/cats/loop.jpg": "symbolic link loop: following it never reaches a file",
+      "train/cats/again": "symbolic link loop: it points back to a folder it is in",
+      "train/cats/caf\\xe9.jpg": "file name is not valid UTF-8 (caf\\xe9.jpg); rename it"}
+  assert {s: len(r) for s, r in records.items()} == {"train": 6, "validation": 2, "test": 2}
+  assert len(os.listdir(root / "train" / "cats")) == 3 + len(reasons)  # each one accounted for
+
+
+def test_a_class_with_no_usable_photo_stops_with_the_counts_written(tmp_path):
+  """A class folder of .txt files trained as "dogs 0" everywhere, and ended NOT BLESSED."""
+  root = make_dataset(tmp_path / "photos", {"train": 3, "validation": 1, "test": 1},
+                      classes=("cats",))
+  for split in ("train", "validation", "test"):
+    (root / split / "dogs").mkdir()
+    (root / split / "dogs" / "notes.txt").write_text("not a photo")
+
+  with pytest.raises(ThinDataError, match="^No usable photo of class dogs: every file in its "
+                                          "folder was rejected"):
+    ingest(root, tmp_path / "out", stop_when_thin=True)
+
+  with open(report_path(str(tmp_path / "out"))) as f:  # written first, to show why
+    report = json.load(f)
+  assert report["examples"]["train"] == {"cats": 3, "dogs": 0}
+  assert report["num_rejected"] == 3
+
+
+def test_an_empty_validation_split_stops_before_the_trainer(tmp_path):
+  """All validation photos rejected: the Trainer failed with KeyError: 'val_loss'."""
+  root = make_dataset(tmp_path / "photos", {"train": 3, "validation": 1, "test": 1})
+  for photo in (root / "validation").glob("*/*.jpg"):
+    photo.write_bytes(photo.read_bytes()[:200])  # truncated
+  with pytest.raises(ThinDataError, match="^The validation split has no usable photo of classes "
+                                          "cats, dogs: add photos to its validation/<class>"):
+    ingest(root, tmp_path / "out", stop_when_thin=True)

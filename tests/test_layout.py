@@ -103,3 +103,89 @@ def test_files_outside_the_split_folders_are_found_at_every_level(tmp_path):
       "span-2/extra/x.txt", "span-2/notes.txt"]
   flat = make_dataset(tmp_path / "flat", {"all": 1}, splits=False)
   assert files_outside(str(flat), [str(flat)]) == []  # list_split covers the whole root
+
+
+def _odd_files(folder):
+  """A broken link, a link loop, a link back to its own folder and a name that
+  is not UTF-8 (Latin-1 "café.jpg", as an old camera or a Windows zip writes it)."""
+  import os
+  os.symlink(folder / "gone.jpg", folder / "dangling.jpg")
+  os.symlink(folder / "loop.jpg", folder / "loop.jpg")
+  os.symlink(folder, folder / "again")
+  photo = next(folder.glob("*.jpg")).read_bytes()
+  fd = os.open(os.fsencode(folder) + b"/caf\xe9.jpg", os.O_WRONLY | os.O_CREAT)
+  os.write(fd, photo)
+  os.close(fd)
+
+
+def test_odd_files_are_listed_and_each_read_gives_its_reason(tmp_path):
+  from components.image_example_gen.images import RejectedImage
+  from components.image_example_gen.layout import read_file
+  root = make_dataset(tmp_path, {"all": 2}, splits=False)
+  _odd_files(root / "cats")
+  (root / "cats" / "nested").mkdir()
+  (root / "cats" / "nested" / "up").symlink_to(root)  # nested: ignored, never followed
+
+  layout = detect_layout(str(root))
+  files, ignored = list_split(str(root), str(root), list(layout.class_names))
+
+  reasons = {}
+  for listed in files:
+    try:
+      read_file(listed)
+    except RejectedImage as e:
+      reasons[listed.relative_path] = str(e)
+  assert reasons == {
+      "cats/dangling.jpg": f"broken symbolic link: it points to {root}/cats/gone.jpg, "
+                           "which does not exist",
+      "cats/loop.jpg": "symbolic link loop: following it never reaches a file",
+      "cats/again": "symbolic link loop: it points back to a folder it is in",
+      "cats/caf\\xe9.jpg": "file name is not valid UTF-8 (caf\\xe9.jpg); rename it",
+  }
+  assert len(files) == 4 + 4 and ignored == ["cats/nested/up"]
+  from components.image_example_gen.layout import files_outside
+  assert files_outside(str(tmp_path), [str(root / "dogs")]) == sorted(
+      ["cats/cats.0.jpg", "cats/cats.1.jpg", "cats/dangling.jpg", "cats/loop.jpg", "cats/again",
+       "cats/caf\\xe9.jpg", "cats/nested/up"])
+
+
+def test_a_class_folder_named_in_another_encoding_stops_naming_it(tmp_path):
+  import os
+  root = make_dataset(tmp_path, {"all": 2}, splits=False)
+  os.rename(root / "dogs", os.fsencode(root) + b"/chiens-\xe9")
+  with pytest.raises(DataLayoutError, match=r"Class folder name is not valid UTF-8: "
+                                            r".*chiens-\\xe9; rename it"):
+    detect_layout(str(root))
+
+
+@pytest.mark.parametrize("counts, split_folders, message", [
+    # A class folder holding only .txt files: every file rejected.
+    ({"train": {"cats": 8, "dogs": 0}, "validation": {"cats": 1, "dogs": 0},
+      "test": {"cats": 1, "dogs": 0}}, False,
+     "No usable photo of class dogs: every file in its folder was rejected"),
+    # 20 photos a class, hash-split 8:1:1: none of cats in validation.
+    ({"train": {"cats": 18, "dogs": 16}, "validation": {"cats": 0, "dogs": 2},
+      "test": {"cats": 2, "dogs": 2}}, False,
+     "The validation split got no photo of class cats (cats 20 photos in all, split by a hash "
+     "of the file name): add photos, at least 50 per class, or split them yourself into "
+     "train/validation/test folders"),
+    ({"train": {"a": 5, "b": 5, "c": 5}, "validation": {"a": 1, "b": 1, "c": 1},
+      "test": {"a": 0, "b": 1, "c": 0}}, False, "The test split got no photo of classes a, c"),
+    # An empty validation folder (its photos all rejected): the Trainer had no val_loss.
+    ({"train": {"cats": 4, "dogs": 4}, "validation": {"cats": 0, "dogs": 0},
+      "test": {"cats": 1, "dogs": 1}}, True,
+     "The validation split has no usable photo of classes cats, dogs: add photos to its "
+     "validation/<class> folder"),
+])
+def test_data_too_thin_to_judge_is_one_line_saying_what_would_fix_it(counts, split_folders,
+                                                                      message):
+  from components.image_example_gen.layout import thin_data_problem
+  problem = thin_data_problem(counts, split_folders)
+  assert problem is not None and problem.startswith(message), problem
+  assert "\n" not in problem
+
+
+def test_one_photo_of_each_class_in_each_split_is_enough():
+  from components.image_example_gen.layout import thin_data_problem
+  assert thin_data_problem({"train": {"cats": 3, "dogs": 3}, "validation": {"cats": 1, "dogs": 1},
+                            "test": {"cats": 1, "dogs": 1}}) is None

@@ -75,11 +75,11 @@ def test_three_classes_end_to_end_with_an_inferred_schema(tmp_path):
   assert set(data_json["evaluation"]["per_class"]) == set(THREE)
 
   # A fourth class later is an anomaly against the saved schema: the run stops, naming it.
-  for split in ("train", "validation", "test"):
+  for n, split in enumerate(("train", "validation", "test")):
     folder = data / split / "fish"
     folder.mkdir()
-    for i in range(3):
-      (folder / f"fish.{i}.jpg").write_bytes(image_bytes(CLASS_COLORS["fish"], seed=i))
+    for i in range(3):  # other photos in each split: the same photo twice is kept once
+      (folder / f"fish.{i}.jpg").write_bytes(image_bytes(CLASS_COLORS["fish"], seed=100 * n + i))
   with pytest.raises(Exception) as raised:
     run_pipeline(config, echo=lambda line: None)
   message = str(raised.value)

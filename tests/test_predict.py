@@ -58,7 +58,8 @@ def test_bad_files_are_reported_and_the_others_predicted(tiny_run, files):
     assert predicted in CLASSES
     assert 0.5 <= float(probability) <= 1.0
   errors = result.stderr.splitlines()
-  assert f"error: {files['text']}: not a decodable image" in result.stderr, errors
+  # Refused before the model, with ingestion's reason.
+  assert f"error: {files['text']}: refused: not an image (unrecognised file format)" in errors
   assert f"error: {files['missing']}: no such file" in result.stderr, errors
 
 
@@ -143,3 +144,48 @@ def test_version_selection(tmp_path):
     resolve_model_dir(tmp_path, 3)
   with pytest.raises(ModelNotFoundError, match="--version"):
     resolve_model_dir(tmp_path / "1", 1)
+
+
+class _Signature:
+  """Stands in for the served signature: answers every photo "cats", records what it got."""
+
+  def __init__(self):
+    self.seen = []
+
+  def __call__(self, image_bytes):
+    import tensorflow as tf
+    contents = image_bytes.numpy().tolist()
+    self.seen += contents
+    n = len(contents)
+    return {"class_names": tf.constant([[b"cats", b"dogs"]] * n),
+            "probabilities": tf.constant([[0.9, 0.1]] * n)}
+
+
+def test_a_decompression_bomb_is_refused_as_ingestion_refuses_it(tmp_path, monkeypatch):
+  """A 20000x20000 PNG of a few KB took 1.26 GB to classify: the graph decoded it."""
+  from components.image_example_gen.images import RejectedImage, prepare_image
+  from pipeline import predict
+  from test_images import bomb_png
+  bomb = tmp_path / "bomb.png"
+  bomb.write_bytes(bomb_png())
+  good = tmp_path / "red.jpg"
+  good.write_bytes(image_bytes(CLASS_COLORS["cats"], seed=101))
+  signature = _Signature()
+  monkeypatch.setattr(predict, "load_serving_model", lambda path, version: signature)
+
+  result = _invoke(bomb, good, "--model", tmp_path)
+
+  with pytest.raises(RejectedImage) as ingested:
+    prepare_image(bomb.read_bytes())
+  assert result.exit_code == 1, result.output
+  assert result.stderr.splitlines() == [f"error: {bomb}: refused: {ingested.value}"]
+  assert result.stdout.splitlines() == [f"{good}  cats  0.9000"]  # the others still classified
+  assert signature.seen == [good.read_bytes()]  # the bomb never reached the model
+
+
+def test_the_run_folder_is_given_as_for_every_other_command(tmp_path):
+  # The error said "pass --outputs"; predict only knew --output.
+  result = _invoke(tmp_path / "x.jpg", "--outputs", tmp_path / "no_run")
+  assert result.exit_code != 0
+  assert "no such option" not in result.output.lower()
+  assert "no pipeline runs under" in result.stderr and "--outputs" in result.stderr

@@ -55,13 +55,15 @@ def test_spans_arrive_nothing_new_is_a_no_op_and_drift_stops_the_run(tmp_path):
   assert f"compared with the served version {version} on the same test photos" in second.output
 
   # span-3: the same classes from another camera, photos four times the size.
-  for split, count in PER_SPLIT.items():
+  # Other photos in each split: the same photo in train and test would leave
+  # test empty, a run too thin to judge that stops before drift is measured.
+  for n, (split, count) in enumerate(PER_SPLIT.items()):
     for name in ("cats", "dogs"):
       folder = data / "span-3" / split / name
       folder.mkdir(parents=True)
       for i in range(count):
         (folder / f"{i}.jpg").write_bytes(image_bytes(CLASS_COLORS[name], size=(160, 128),
-                                                      seed=1000 + i))
+                                                      seed=1000 + 100 * n + i))
   third = _run(data, out)
   assert third.exit_code == 2, third.output
   assert "Run stopped: The newest data drop, span-3, drifted from span-2:" in third.output
@@ -84,3 +86,45 @@ def test_a_changed_photo_or_setting_is_new_work(tmp_path):
   freshness.record_success(config, "run-2", [])
   config.train.phase2_epochs += 1
   assert freshness.unchanged_since(config) is None
+
+
+def test_a_torn_state_file_is_no_previous_run_and_is_rewritten_whole(tmp_path, monkeypatch):
+  data = make_dataset(tmp_path / "photos", {"all": 2}, splits=False)
+  config = load_config(None, {"data.root": str(data), "output_dir": str(tmp_path / "out"),
+                              "train.weights": "none"}).validate()
+  state = tmp_path / "out" / config.pipeline_name / freshness.STATE_FILE
+  state.parent.mkdir(parents=True)
+  freshness.record_success(config, "run-1", [])
+  whole = state.read_text()
+  state.write_text(whole[: len(whole) // 2])  # a run killed while writing it, before the fix
+  warnings = []
+  assert freshness.unchanged_since(config, warn=warnings.append) is None
+  assert warnings == [f"Warning: {state} is unreadable (JSONDecodeError); treating it as no "
+                      "previous run"]
+
+  # A write that fails half way leaves the previous file as it was.
+  freshness.record_success(config, "run-2", [])
+  import os
+  real_fsync = os.fsync
+
+  def disk_full(fd):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(os, "fsync", disk_full)
+  with pytest.raises(OSError):
+    freshness.record_success(config, "run-3", [])
+  monkeypatch.setattr(os, "fsync", real_fsync)
+  assert freshness.unchanged_since(config)["run_id"] == "run-2"
+  assert [p.name for p in state.parent.iterdir()] == [state.name]  # no temporary left behind
+
+
+def test_odd_files_in_the_photos_do_not_stop_the_no_op_check(tmp_path):
+  import os
+  data = make_dataset(tmp_path / "photos", {"all": 2}, splits=False)
+  os.symlink(data / "cats" / "gone.jpg", data / "cats" / "dangling.jpg")
+  os.symlink(data / "cats" / "loop.jpg", data / "cats" / "loop.jpg")
+  fd = os.open(os.fsencode(data / "cats") + b"/caf\xe9.jpg", os.O_WRONLY | os.O_CREAT)
+  os.close(fd)
+  before = freshness.data_fingerprint(str(data))
+  (data / "cats" / "gone.jpg").write_bytes(b"x")  # the link now leads somewhere: a change
+  assert freshness.data_fingerprint(str(data)) != before

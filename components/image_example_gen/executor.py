@@ -377,10 +377,11 @@ class Executor(BaseExampleGenExecutor):
     }
     with tf.io.gfile.GFile(report_path(examples.uri), "w") as f:
       json.dump(report, f, indent=1)
-    # Too thin to train or judge a model: stop here, the report written to show the counts.
+    # Too thin to train or judge a model: stop here. TFX removes a failed
+    # execution's outputs, report included, so the counts travel with the error.
     thin = layout.thin_data_problem(counts, data_layout.has_split_folders)
     if thin:
-      raise layout.ThinDataError(thin)
+      raise layout.ThinDataError(thin, report)
     # Shown in MLMD (and the run summary) without opening the report.
     examples.set_int_custom_property("num_examples", report["num_examples"])
     examples.set_int_custom_property("num_rejected", len(rejected))

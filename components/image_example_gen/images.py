@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 
 from PIL import Image, ImageOps
 import pillow_heif
@@ -23,30 +24,55 @@ ACCEPTED = "JPEG, PNG, GIF, BMP, HEIC/HEIF, WebP, TIFF"
 ORIENTATION = 0x0112  # EXIF tag; TF's decoders ignore it
 MIN_SIDE = 8          # a smaller "photo" is an icon or a broken header
 MAX_ASPECT = 20       # wider than a panorama: squashed to a square it shows nothing
-MAX_PIXELS = 200e6    # far beyond any camera; guards against decompression bombs
+# Far beyond any camera (108 MP phones are 12000x9000), and what Pillow itself
+# refuses to open: a tiny file can declare 20000x20000 and decode to gigabytes.
+MAX_PIXELS = 2 * Image.MAX_IMAGE_PIXELS
 
 
 class RejectedImage(Exception):
   """The file is not an image the pipeline can use; str() is the reason."""
 
 
-def _load(data: bytes) -> Image.Image:
+def _too_many_pixels(pixels: int) -> RejectedImage:
+  return RejectedImage(f"absurd dimensions: {pixels / 1e6:.0f} megapixels, more than "
+                       f"{MAX_PIXELS / 1e6:.0f} (a decompression bomb?)")
+
+
+def acceptable_image(data: bytes) -> Image.Image:
+  """The opened (not yet decoded) image if it is one the pipeline takes, else
+  RejectedImage saying why: empty, not an image, an unsupported format,
+  absurd dimensions (decompression bombs included) or an extreme aspect ratio.
+
+  The one rule for every photo, ingested or sent to `finetune predict`: only
+  the header is read, so a bomb is refused before any pixel is decoded.
+  """
   if not data:
     raise RejectedImage("empty file (0 bytes)")
   try:
     image = Image.open(io.BytesIO(data))
   except Image.DecompressionBombError as e:
-    raise RejectedImage(f"absurd dimensions: {e}") from None
+    # Pillow refuses before we see the size; its message carries the pixel count.
+    found = re.search(r"\((\d+) pixels\)", str(e))
+    raise (_too_many_pixels(int(found.group(1))) if found
+           else RejectedImage(f"absurd dimensions: {e}")) from None
   except Exception:  # PIL raises several types for non-images
     raise RejectedImage("not an image (unrecognised file format)") from None
   if image.format not in KEPT_AS_IS | REENCODED | CONVERTED:
     raise RejectedImage(f"unsupported format {image.format}; accepted: {ACCEPTED}")
   width, height = image.size
-  if min(width, height) < MIN_SIDE or width * height > MAX_PIXELS:
+  if width * height > MAX_PIXELS:
+    raise _too_many_pixels(width * height)
+  if min(width, height) < MIN_SIDE:
     raise RejectedImage(f"absurd dimensions {width}x{height}")
   if max(width, height) > MAX_ASPECT * min(width, height):
     raise RejectedImage(f"extreme aspect ratio {width}x{height} "
                         f"(more than {MAX_ASPECT}:1 cannot be resized to a square)")
+  return image
+
+
+def _load(data: bytes) -> Image.Image:
+  image = acceptable_image(data)
+  width, height = image.size
   if image.format == "JPEG":
     # Decode at reduced DCT scale: still reads every byte (so truncation is
     # caught) at a fraction of the cost of a full decode.
@@ -131,14 +157,18 @@ def photo_digest(data: bytes) -> str:
 def upright_bytes(data: bytes) -> bytes:
   """`data` as the served graph should get it (`finetune predict`): unchanged,
   unless it is HEIF, WebP or TIFF or its EXIF orientation is not normal; then
-  re-encoded upright as ingestion stores it. Bytes Pillow cannot read are
-  returned as they are, for the graph to report."""
+  re-encoded upright as ingestion stores it.
+
+  Raises RejectedImage, with ingestion's reason, for a file ingestion would
+  refuse before decoding it (a decompression bomb, absurd dimensions, not an
+  image). A truncated photo passes: the served graph reports it.
+  """
+  image = acceptable_image(data)
   try:
-    image = Image.open(io.BytesIO(data))
     if image.format in CONVERTED or (image.format in KEPT_AS_IS | REENCODED
                                      and _turned(image)):
       return _encode(_converted(image), image.format)[0]
-  except Exception:  # noqa: BLE001  (not an image: the signature's error says so)
+  except Exception:  # noqa: BLE001  (corrupt pixel data: the signature's error says so)
     pass
   return data
 

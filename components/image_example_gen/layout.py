@@ -18,8 +18,11 @@ problem is reported before any Beam work starts.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import os
 import posixpath
 import re
+from typing import Iterator
 
 import tensorflow as tf
 
@@ -43,10 +46,72 @@ def _is_hidden(name: str) -> bool:
   return name.startswith(".") or name in OS_LITTER
 
 
+def _is_local(path: str) -> bool:
+  return "://" not in path
+
+
+def shown(name: str) -> str:
+  """A local name as reports and the console show it: bytes that are not
+  UTF-8 (Python keeps them as surrogates) written as \\xNN escapes."""
+  return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _listdir(path: str) -> list[str]:
+  """Names in a folder. Local folders through `os`: TensorFlow's listing fails
+  on the whole folder when one name is not UTF-8."""
+  try:
+    if _is_local(path):
+      return os.listdir(path)
+    return tf.io.gfile.listdir(path)
+  except (OSError, tf.errors.OpError) as e:
+    raise DataLayoutError(f"Cannot read folder {shown(path)}: "
+                          f"{getattr(e, 'strerror', None) or getattr(e, 'message', e)}") from None
+
+
+def _isdir(path: str) -> bool:
+  return os.path.isdir(path) if _is_local(path) else tf.io.gfile.isdir(path)
+
+
 def _subdirs(path: str) -> list[str]:
   return sorted(
-      name.rstrip("/") for name in tf.io.gfile.listdir(path)
-      if not _is_hidden(name) and tf.io.gfile.isdir(posixpath.join(path, name)))
+      name.rstrip("/") for name in _listdir(path)
+      if not _is_hidden(name) and _isdir(posixpath.join(path, name.rstrip("/"))))
+
+
+def walk(top: str) -> Iterator[tuple[str, list[str], list[str]]]:
+  """(folder, subfolders, files) under `top`, top-down, like tf.io.gfile.walk;
+  pruning the subfolder list in place skips them.
+
+  Locally, links to folders are followed (a class folder may be a link), but
+  a link back to a folder above it is reported as a file, not followed
+  forever; broken links and link loops are files too, so the listing
+  accounts for them and reading them gives the reason.
+  """
+  if not _is_local(top):
+    yield from tf.io.gfile.walk(top)
+    return
+  yield from _walk_local(top.rstrip("/") or "/", frozenset())
+
+
+def _walk_local(folder: str, above: frozenset) -> Iterator[tuple[str, list[str], list[str]]]:
+  above = above | {os.path.realpath(folder)}
+  try:
+    entries = sorted(os.scandir(folder), key=lambda e: e.name)
+  except OSError:  # unreadable: as os.walk, skip it
+    return
+  subdirs, files = [], []
+  for entry in entries:
+    try:
+      is_dir = entry.is_dir()  # follows links; False for a broken one or a loop
+    except OSError:
+      is_dir = False
+    if is_dir and os.path.realpath(entry.path) not in above:
+      subdirs.append(entry.name)
+    else:
+      files.append(entry.name)
+  yield folder, subdirs, files
+  for name in subdirs:
+    yield from _walk_local(os.path.join(folder, name), above)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +172,7 @@ def _span_numbers(data_root: str, top: list[str]) -> list[int]:
       match = SPAN_DIR.match(name)
       if not match:
         raise DataLayoutError(f"Span folder names are span-<number>: "
-                              f"{posixpath.join(data_root, name)}")
+                              f"{shown(posixpath.join(data_root, name))}")
       spans.append(int(match.group(1)))
   return sorted(spans)
 
@@ -153,6 +218,10 @@ def class_names(split_dirs: list[str]) -> list[str]:
       raise DataLayoutError(f"Split folder missing: {split_dir}")
     per_split[split_dir] = _subdirs(split_dir)
   names = sorted(set().union(*per_split.values()))
+  for name in names:
+    if shown(name) != name:  # a class name is a label, stored and served as UTF-8
+      raise DataLayoutError(f"Class folder name is not valid UTF-8: "
+                            f"{shown(posixpath.join(split_dirs[0], name))}; rename it")
   if len(names) < 2:
     raise DataLayoutError(
         f"Need at least two class folders, found {names or 'none'} in "
@@ -162,14 +231,15 @@ def class_names(split_dirs: list[str]) -> list[str]:
       class_dir = posixpath.join(split_dir, name)
       if name not in found:
         raise DataLayoutError(f"Class folder missing: {class_dir}")
-      if not any(not _is_hidden(f) for f in tf.io.gfile.listdir(class_dir)):
+      if not any(not _is_hidden(f) for f in _listdir(class_dir)):
         raise DataLayoutError(f"Class folder is empty: {class_dir}")
   return names
 
 
 def _relative(data_root: str, path: str) -> str:
+  """How the report names the file: relative to the root, printable."""
   root = data_root.rstrip("/") + "/"
-  return path[len(root):] if path.startswith(root) else path
+  return shown(path[len(root):] if path.startswith(root) else path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,7 +256,7 @@ def list_split(data_root: str, split_dir: str, names: list[str]
   Ignored: hidden files, files outside class folders, anything nested deeper.
   """
   files, ignored = [], []
-  for dirpath, subdirs, filenames in tf.io.gfile.walk(split_dir):
+  for dirpath, subdirs, filenames in walk(split_dir):
     dirpath = dirpath.rstrip("/")
     depth = 0 if dirpath == split_dir.rstrip("/") else len(
         dirpath[len(split_dir.rstrip("/")) + 1:].split("/"))
@@ -206,10 +276,87 @@ def files_outside(data_root: str, split_dirs: list[str]) -> list[str]:
   Ingestion lists them as ignored, so that every file on disk is accounted for."""
   skip = {d.rstrip("/") for d in split_dirs}
   outside = []
-  for dirpath, subdirs, filenames in tf.io.gfile.walk(data_root):
+  for dirpath, subdirs, filenames in walk(data_root):
     dirpath = dirpath.rstrip("/")
     if dirpath in skip:  # a flat layout: the root is the split folder
       break
     subdirs[:] = [d for d in subdirs if posixpath.join(dirpath, d.rstrip("/")) not in skip]
     outside += [_relative(data_root, posixpath.join(dirpath, f)) for f in filenames]
   return sorted(outside)
+
+
+# With the hash split (8:1:1 by default), a class of n photos leaves its
+# validation share (1/10) empty with probability 0.9^n: 12% at 20, 0.5% at 50.
+PHOTOS_FOR_HASH_SPLIT = 50
+
+
+class ThinDataError(DataLayoutError):
+  """The photos that came through ingestion cannot train or judge a model.
+  `report`: the ingestion report (counts, rejections), to show why."""
+
+  def __init__(self, message: str, report: dict | None = None):
+    super().__init__(message)
+    self.report = report or {}
+
+
+def thin_data_problem(counts: dict[str, dict[str, int]], split_folders: bool = False
+                      ) -> str | None:
+  """Why these examples (split -> class -> count) are too thin to train and
+  judge a model, in one line, or None.
+
+  Every class needs a usable photo, and every split one of every class: with
+  no validation photos training cannot stop early or pick its epoch (and
+  fails); with none of a class in test, its recall is undefined and the
+  model can never be blessed. `split_folders`: the user's own folders (the
+  fix is there), not the hash split (the fix is more photos or own folders).
+  """
+  classes = sorted({name for per_class in counts.values() for name in per_class})
+  totals = {name: sum(per_class.get(name, 0) for per_class in counts.values())
+            for name in classes}
+  unusable = [name for name in classes if not totals[name]]
+  if unusable:
+    return (f"No usable photo of {_classes(unusable)}: every file in its folder was rejected "
+            "(see the reasons in the ingestion report); add photos that are JPEG, PNG, GIF, "
+            "BMP, HEIC/HEIF, WebP or TIFF")
+  for split, per_class in counts.items():
+    missing = [name for name in classes if not per_class.get(name)]
+    if not missing:
+      continue
+    if split_folders:
+      return (f"The {split} split has no usable photo of {_classes(missing)}: add photos to "
+              f"its {split}/<class> folder")
+    have = ", ".join(f"{name} {totals[name]}" for name in missing)
+    return (f"The {split} split got no photo of {_classes(missing)} ({have} photos in all, "
+            f"split by a hash of the file name): add photos, at least "
+            f"{PHOTOS_FOR_HASH_SPLIT} per class, or split them yourself into "
+            "train/validation/test folders")
+  return None
+
+
+def _classes(names: list[str]) -> str:
+  return ("class " if len(names) == 1 else "classes ") + ", ".join(names)
+
+
+def read_file(listed: ListedFile) -> bytes:
+  """The file's bytes. A file that cannot be a photo because of what it is on
+  disk raises RejectedImage with the reason: a name that is not UTF-8 (it
+  could not be named in the examples or the report), a broken link, a link
+  loop. Other read errors (OSError, tf.errors.OpError) propagate."""
+  from components.image_example_gen.images import RejectedImage
+  path = listed.path
+  if _is_local(path):
+    if shown(path) != path:
+      raise RejectedImage(f"file name is not valid UTF-8 ({posixpath.basename(shown(path))}); "
+                          "rename it")
+    if os.path.islink(path):
+      try:
+        os.stat(path)
+      except OSError as e:
+        if e.errno == errno.ELOOP:
+          raise RejectedImage("symbolic link loop: following it never reaches a file") from None
+        raise RejectedImage(f"broken symbolic link: it points to {shown(os.readlink(path))}, "
+                            "which does not exist") from None
+      if os.path.isdir(path):
+        raise RejectedImage("symbolic link loop: it points back to a folder it is in") from None
+  with tf.io.gfile.GFile(path, "rb") as f:
+    return f.read()
