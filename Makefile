@@ -28,7 +28,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	touch $@
 
 run: install
-	$(BIN)/finetune run --data-root $(DATA) --weights $(WEIGHTS) --output $(OUTPUT) $(ARGS)
+	$(BIN)/finetune run --data-root $(DATA) --weights $(WEIGHTS) --outputs $(OUTPUT) $(ARGS)
 
 # Tests run on every core (pytest-xdist); each file's tests stay on one worker,
 # so a module's shared run is made once.

@@ -46,7 +46,7 @@ def main():
   with tempfile.TemporaryDirectory() as output:
     pipeline_seconds, pipeline_rss, text = measure(
         [sys.executable, "-m", "pipeline.cli", "run", "--data-root", data_root, "--weights",
-         weights, "--output", output, "--no-report"])
+         weights, "--outputs", output, "--no-report"])
   accuracy = float(re.search(r"Evaluation on the test split: accuracy ([0-9.]+)", text).group(1))
   result = {
       "data_root": data_root,

@@ -104,7 +104,7 @@ def run(data_root: pathlib.Path, weights: str, *extra: str) -> dict:
     began = time.time()
     child = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "run", "--data-root", str(data_root),
-         "--weights", weights, "--output", output, "--no-report", *ONE_EPOCH_EACH, *extra],
+         "--weights", weights, "--outputs", output, "--no-report", *ONE_EPOCH_EACH, *extra],
         cwd=ROOT, stdout=console, stderr=subprocess.DEVNULL,
         env={**os.environ, "TF_USE_LEGACY_KERAS": "1"})
     samples, pid = [], 0

@@ -36,8 +36,9 @@ def run_options(command):
   options = [
       click.option("--config", "config_path", type=click.Path(), help="YAML configuration file."),
       click.option("--data-root", help="Folder of class folders (see README for layouts)."),
-      click.option("--output", "output_dir",
-                   help="Output folder (pipeline root, metadata, serving)."),
+      click.option("--outputs", "output_dir",
+                   help="The output folder: pipeline root, metadata, served models "
+                        "(default: outputs)."),
       click.option("--pipeline-name", help="Pipeline name; also the default served model name."),
       click.option("--weights",
                    help="imagenet | none | weights file | folder of Keras weight files."),

@@ -139,7 +139,7 @@ def predict_files(signature, paths) -> list[dict]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
 @click.option("--config", "config_path", type=click.Path(),
               help="YAML configuration file (locates the default model).")
-@click.option("--outputs", "--output", "output_dir",
+@click.option("--outputs", "output_dir",
               help="The output folder `finetune run` used (locates the default model).")
 @click.option("--pipeline-name", help="Pipeline name (locates the default model).")
 @VERBOSE

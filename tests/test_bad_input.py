@@ -31,7 +31,7 @@ def test_a_folder_of_every_kind_of_bad_file_is_checked_and_each_one_rejected(tmp
 
   result = subprocess.run(
       [sys.executable, "-m", "pipeline.cli", "check", "--data-root", str(data),
-       "--output", str(tmp_path / "out"), "--beam-arg=--direct_num_workers=1",
+       "--outputs", str(tmp_path / "out"), "--beam-arg=--direct_num_workers=1",
        "--set", f"data.schema_path={CATS_VS_DOGS_SCHEMA}"],
       capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
 

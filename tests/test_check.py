@@ -8,7 +8,7 @@ from pipeline.cli import main
 
 
 def _check(data, output, *extra):
-  return CliRunner().invoke(main, ["check", "--data-root", str(data), "--output", str(output),
+  return CliRunner().invoke(main, ["check", "--data-root", str(data), "--outputs", str(output),
                                    "--beam-arg=--direct_num_workers=1", *extra])
 
 

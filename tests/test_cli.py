@@ -31,7 +31,7 @@ def test_mistakes_are_one_line_with_exit_code_2(photos, tmp_path, args, message)
   args = [a.format(bad_yaml=bad_yaml) for a in args]
   if "--data-root" not in args:
     args += ["--data-root", str(photos)]
-  result = CliRunner().invoke(main, ["run", "--output", str(tmp_path / "out"),
+  result = CliRunner().invoke(main, ["run", "--outputs", str(tmp_path / "out"),
                                      "--weights", "none", *args])
   lines = result.output.strip().splitlines()
   assert result.exit_code == 2, result.output
@@ -43,7 +43,7 @@ def test_mistakes_are_one_line_with_exit_code_2(photos, tmp_path, args, message)
 def test_the_installed_command_prints_no_traceback(photos, tmp_path):
   result = subprocess.run(
       [sys.executable, "-m", "pipeline.cli", "run", "--data-root", str(photos),
-       "--output", str(tmp_path), "--set", "train.phase1_epochs=0"],
+       "--outputs", str(tmp_path), "--set", "train.phase1_epochs=0"],
       capture_output=True, text=True, timeout=120)
   assert result.returncode == 2
   assert result.stdout == ""

@@ -1,4 +1,6 @@
 """pipeline/config.py: sources, coercion and every check made before any work starts."""
+import os
+
 import pytest
 
 from pipeline.config import ConfigError, load_config, name_for, with_overrides
@@ -103,7 +105,7 @@ def test_the_largest_sensible_settings_pass(tmp_path):
 def test_a_nan_setting_is_one_line_with_exit_code_2(tmp_path):
   from click.testing import CliRunner
   from pipeline.cli import main
-  result = CliRunner().invoke(main, ["run", "--data-root", str(tmp_path), "--output",
+  result = CliRunner().invoke(main, ["run", "--data-root", str(tmp_path), "--outputs",
                                      str(tmp_path / "out"), "--weights", "none",
                                      "--set", "train.dropout=nan"])
   assert result.exit_code == 2, result.output
@@ -141,7 +143,10 @@ def test_default_names_and_schema_follow_the_data(tmp_path):
   assert flowers.run_dir != cats.run_dir and flowers.serving_dir != cats.serving_dir
   # The curated schema of cats-vs-dogs; the inferred one, next to the outputs, otherwise.
   assert cats.schema_file.endswith("schemas/cats-vs-dogs.pbtxt")
-  assert flowers.schema_file == "outputs/flowers/schema.pbtxt"
+  # Paths are made absolute before anything is recorded: a later command, or
+  # a cron job, started in another folder reads the same outputs.
+  assert flowers.schema_file == os.path.abspath("outputs/flowers/schema.pbtxt")
+  assert flowers.output_dir == os.path.abspath("outputs")
   named = _valid(tmp_path / "flowers", pipeline_name="garden").validate()
   assert named.pipeline_name == "garden" and named.run_dir.endswith("garden")
 

@@ -68,10 +68,10 @@ def test_predict_is_quiet_unless_verbose(quiet_run):
   root, _ = quiet_run
   photo = root / "red.jpg"
   photo.write_bytes(image_bytes(CLASS_COLORS["cats"], seed=3))
-  quiet = finetune("predict", "--output", str(root / "out"), str(photo))
+  quiet = finetune("predict", "--outputs", str(root / "out"), str(photo))
   assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
   assert quiet.stdout.startswith(f"{photo}  ")
-  verbose = finetune("predict", "--output", str(root / "out"), "--verbose", str(photo))
+  verbose = finetune("predict", "--outputs", str(root / "out"), "--verbose", str(photo))
   assert verbose.returncode == 0
   assert any(FOREIGN.search(line) for line in verbose.stderr.splitlines()), verbose.stderr
 

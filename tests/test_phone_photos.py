@@ -147,7 +147,7 @@ def test_phone_photos_are_predicted(tiny_run, tmp_path):
   paths["sideways"].write_bytes(_encode(image.transpose(T.ROTATE_90), "PNG", exif=exif.tobytes()))
 
   result = CliRunner().invoke(main, ["predict", *map(str, paths.values()), "--json",
-                                     "--output", config.output_dir,
+                                     "--outputs", config.output_dir,
                                      "--pipeline-name", config.pipeline_name])
   assert result.exit_code == 0, result.output
   predicted = dict(zip(paths, json.loads(result.stdout)))

@@ -50,7 +50,7 @@ def test_bad_files_are_reported_and_the_others_predicted(tiny_run, files):
   red, blue = files["good"]
   # No --model: the default serving folder, located like `finetune run` does.
   result = _invoke(red, files["text"], files["missing"], blue,
-                   "--output", config.output_dir, "--pipeline-name", config.pipeline_name)
+                   "--outputs", config.output_dir, "--pipeline-name", config.pipeline_name)
   assert result.exit_code == 1, result.output
   lines = [line.split("  ") for line in result.stdout.splitlines()]
   assert [line[0] for line in lines] == [str(red), str(blue)]
@@ -126,7 +126,7 @@ def test_both_signatures_agree(files, saved_model):
 def test_missing_or_empty_serving_folder(tmp_path, files):
   empty = tmp_path / "serving" / "cats_vs_dogs"
   empty.mkdir(parents=True)
-  for args in (["--model", empty], ["--output", tmp_path / "no_run"]):
+  for args in (["--model", empty], ["--outputs", tmp_path / "no_run"]):
     result = _invoke(*files["good"], *args)
     assert result.exit_code != 0
     assert "run `finetune run` first" in result.stderr, result.output
