@@ -1,5 +1,4 @@
 """Freeze/unfreeze rules, optimizers and weights resolution of the Trainer."""
-import dataclasses
 
 import numpy as np
 import pytest
@@ -7,13 +6,11 @@ import tf_keras as keras
 
 from components.trainer import model as model_lib
 from components.trainer.weights import WeightsNotFoundError, resolve_weights
-from pipeline.config import TrainConfig
+from components.train_settings import TrainConfig
 
 
 def tiny(base="mobilenet_v2", size=32, **kw):
-  config = dataclasses.asdict(TrainConfig(base_model=base, alpha=0.35, weights="none",
-                                          image_size=size))
-  config.update(kw)
+  config = TrainConfig(base_model=base, alpha=0.35, weights="none", image_size=size, **kw)
   return config, model_lib.build_model(config, 2)
 
 

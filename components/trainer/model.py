@@ -14,6 +14,7 @@ from typing import Callable
 import tensorflow as tf
 import tf_keras as keras
 
+from components.train_settings import TrainConfig
 from components.trainer.augment import RandomAffine
 from components.trainer.weights import local_weights, resolve_weights
 
@@ -49,16 +50,16 @@ class UnfreezeError(ValueError):
   """The unfreeze rule names no usable layer."""
 
 
-def build_model(train_config: dict, num_classes: int) -> keras.Model:
+def build_model(train_config: TrainConfig, num_classes: int) -> keras.Model:
   """Float pixels (0..255) -> class probabilities."""
-  if train_config["base_model"] not in BASES:
-    raise ValueError(f"train.base_model: unknown base {train_config['base_model']!r}; "
+  if train_config.base_model not in BASES:
+    raise ValueError(f"train.base_model: unknown base {train_config.base_model!r}; "
                      f"choose from {', '.join(BASES)}")
-  base_spec = BASES[train_config["base_model"]]
-  size = int(train_config["image_size"])
-  kwargs = {"alpha": train_config["alpha"]} if train_config["base_model"] == "mobilenet_v2" else {}
-  weights = resolve_weights(train_config["weights"], train_config["base_model"],
-                            train_config["alpha"], size)
+  base_spec = BASES[train_config.base_model]
+  size = int(train_config.image_size)
+  kwargs = {"alpha": train_config.alpha} if train_config.base_model == "mobilenet_v2" else {}
+  weights = resolve_weights(train_config.weights, train_config.base_model,
+                            train_config.alpha, size)
   loadable = local_weights(weights)
   try:
     base = base_spec.constructor(include_top=False, input_shape=(size, size, 3),
@@ -71,16 +72,16 @@ def build_model(train_config: dict, num_classes: int) -> keras.Model:
   inputs = keras.Input((size, size, 3), name="image")
   x = inputs
   # Random augmentation layers are identity outside training.
-  seed = train_config["seed"]
-  if train_config["flip"]:
+  seed = train_config.seed
+  if train_config.flip:
     x = keras.layers.RandomFlip("horizontal", seed=seed)(x)
-  if train_config["rotation"] or train_config["zoom"] or train_config["translation"]:
-    x = RandomAffine(train_config["rotation"], train_config["zoom"],
-                     train_config["translation"], seed=seed, name="random_affine")(x)
+  if train_config.rotation or train_config.zoom or train_config.translation:
+    x = RandomAffine(train_config.rotation, train_config.zoom,
+                     train_config.translation, seed=seed, name="random_affine")(x)
   x = base_spec.preprocess_input(x)
   x = base(x, training=False)
   x = keras.layers.GlobalAveragePooling2D(name=POOLED_LAYER_NAME)(x)
-  x = keras.layers.Dropout(train_config["dropout"], seed=seed, name="head_dropout")(x)
+  x = keras.layers.Dropout(train_config.dropout, seed=seed, name="head_dropout")(x)
   if num_classes == 2:
     outputs = keras.layers.Dense(1, activation="sigmoid", name="probability")(x)
   else:

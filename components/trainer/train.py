@@ -6,6 +6,7 @@ adapt without being wrecked. Both phases write one history.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,6 +24,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from components import progress
 from components import data_facts
 from components.data_facts import report_path
+from components.train_settings import TrainConfig
 from components.trainer import model as model_lib
 from components.trainer import tflite
 from components.trainer.signatures import export_serving_model
@@ -55,7 +57,7 @@ def _fixed_parallelism() -> tf.data.Options:
 
 
 def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformOutput,
-                 train_config: dict, num_classes: int, training: bool,
+                 train_config: TrainConfig, num_classes: int, training: bool,
                  cache_path: str = "") -> tf.data.Dataset:
   """Raw records -> (float pixels, label) batches, via the Transform graph.
 
@@ -73,17 +75,17 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
     return tf.cast(out[TRANSFORMED_IMAGE_KEY], tf.uint8), out[LABEL_KEY]
 
   dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
-  if training and train_config["max_train_examples"]:
+  if training and train_config.max_train_examples:
     # Records are not in random order (a shard may hold one class): sample, don't truncate.
-    dataset = (dataset.shuffle(20000, seed=train_config["seed"], reshuffle_each_iteration=False)
-               .take(train_config["max_train_examples"]))
+    dataset = (dataset.shuffle(20000, seed=train_config.seed, reshuffle_each_iteration=False)
+               .take(train_config.max_train_examples))
   dataset = (dataset.batch(64)
              .map(transform, num_parallel_calls=PARALLEL_CALLS)
              .unbatch())
   if cache_path:
     dataset = dataset.cache(cache_path)
   if training:
-    dataset = dataset.shuffle(4096, seed=train_config["seed"], reshuffle_each_iteration=True)
+    dataset = dataset.shuffle(4096, seed=train_config.seed, reshuffle_each_iteration=True)
 
   def to_model_inputs(images, labels):
     images = tf.cast(images, tf.float32)
@@ -91,7 +93,7 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
       return images, tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)
     return images, labels
 
-  return (dataset.batch(train_config["batch_size"])
+  return (dataset.batch(train_config.batch_size)
           .map(to_model_inputs, num_parallel_calls=PARALLEL_CALLS)
           .prefetch(2)
           .with_options(_fixed_parallelism()))
@@ -144,7 +146,7 @@ def count_trainable(model: keras.Model) -> int:
 
 
 def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
-                     train_config: dict, cache_dir: str = ""
+                     train_config: TrainConfig, cache_dir: str = ""
                      ) -> tuple[tf.data.Dataset, tf.data.Dataset]:
   """(pixels, label) batches -> (pooled base features, label) batches, cached.
 
@@ -168,9 +170,9 @@ def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.d
   seconds = time.time() - began
   print(f"  base features of {train_count} training and {val_count} validation images "
         f"in {seconds:.0f} s ({(train_count + val_count) / seconds:.0f} images/s)", flush=True)
-  batch_size = train_config["batch_size"]
+  batch_size = train_config.batch_size
   # Features are small (5 KB a photo for MobileNetV2): the buffer holds up to 10,000.
-  train = (train.shuffle(min(train_count, 10000), seed=train_config["seed"],
+  train = (train.shuffle(min(train_count, 10000), seed=train_config.seed,
                          reshuffle_each_iteration=True)
            .batch(batch_size).prefetch(2))
   return (train.with_options(_fixed_parallelism()),
@@ -184,7 +186,7 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, st
       EpochProgress(phase, epochs, steps),
       keras.callbacks.EarlyStopping(monitor=MONITORS[phase][0], mode=MONITORS[phase][1],
                                     restore_best_weights=True,
-                                    patience=config["early_stopping_patience"]),
+                                    patience=config.early_stopping_patience),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
   began = time.time()
@@ -199,10 +201,10 @@ def _split_count(examples_uri: str, split: str) -> int:
     return sum(json.load(f)["examples"][split].values())
 
 
-def _train_count(examples_uri: str, config: dict) -> int:
+def _train_count(examples_uri: str, config: TrainConfig) -> int:
   """Training examples per epoch."""
   count = _split_count(examples_uri, "train")
-  return min(count, config["max_train_examples"] or count)
+  return min(count, config.max_train_examples or count)
 
 
 def best_epoch(rows: list[dict], phase: int) -> dict:
@@ -239,22 +241,27 @@ def _alive(pid: int) -> bool:
 
 def run_fn(fn_args: FnArgs) -> None:
   examples_uri = os.path.dirname(os.path.dirname(fn_args.train_files[0]))
-  config = {**fn_args.custom_config, "image_size": data_facts.training_size(
-      examples_uri, fn_args.custom_config["image_size"])}
-  keras.utils.set_random_seed(config["seed"])
+  settings = dict(fn_args.custom_config)
+  tflite_kind = settings.pop("tflite", "off")  # serving.tflite: the on-device export
+  config = TrainConfig(**settings)  # a misspelt setting fails here, by name
+  config = dataclasses.replace(config, image_size=data_facts.training_size(
+      examples_uri, config.image_size))
+  keras.utils.set_random_seed(config.seed)
   class_names = data_facts.class_names(examples_uri)
   tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
   # A local scratch folder (the model folder may be a bucket), removed after training.
-  cache_dir = _scratch_dir() if config["cache_images"] else ""
+  cache_dir = _scratch_dir() if config.cache_images else ""
   try:
-    _train(fn_args, config, class_names, tf_transform_output, examples_uri, cache_dir)
+    _train(fn_args, config, class_names, tf_transform_output, examples_uri, cache_dir,
+           tflite_kind)
   finally:
     if cache_dir:
       shutil.rmtree(cache_dir, ignore_errors=True)
 
 
-def _train(fn_args: FnArgs, config: dict, class_names: list[str],
-           tf_transform_output: tft.TFTransformOutput, examples_uri: str, cache_dir: str):
+def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
+           tf_transform_output: tft.TFTransformOutput, examples_uri: str, cache_dir: str,
+           tflite_kind: str):
   num_classes = len(class_names)
   train_ds = make_dataset(fn_args.train_files, tf_transform_output, config, num_classes, True,
                           cache_dir and os.path.join(cache_dir, "train"))
@@ -263,48 +270,48 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
 
   model = model_lib.build_model(config, num_classes)
   rows: list[dict] = []
-  summary = {"class_names": class_names, "base_model": config["base_model"],
-             "weights": config["weights"], "config": config, "phases": {}}
+  summary = {"class_names": class_names, "base_model": config.base_model,
+             "weights": config.weights, "config": dataclasses.asdict(config), "phases": {}}
 
-  print(f"Phase 1: training the head on the frozen {config['base_model']} base", flush=True)
+  print(f"Phase 1: training the head on the frozen {config.base_model} base", flush=True)
   began = time.time()
   model_lib.freeze_base(model)
   summary["phases"]["1"] = {"trainable_params": count_trainable(model)}
-  if config["phase1_on_features"]:
+  if config.phase1_on_features:
     # The frozen base gives the same features every epoch: compute them once.
     phase1_model = model_lib.head_of(model)
     phase1_train, phase1_val = feature_datasets(model, train_ds, val_ds, config, cache_dir)
     summary["phases"]["1"]["feature_seconds"] = round(time.time() - began, 1)
   else:
     phase1_model, phase1_train, phase1_val = model, train_ds, val_ds
-  model_lib.compile_for_phase(phase1_model, config["phase1_optimizer"],
-                              config["phase1_learning_rate"], num_classes)
-  steps = math.ceil(_train_count(examples_uri, config) / config["batch_size"])
-  _fit_phase(phase1_model, 1, config["phase1_epochs"], phase1_train, phase1_val, rows, config,
+  model_lib.compile_for_phase(phase1_model, config.phase1_optimizer,
+                              config.phase1_learning_rate, num_classes)
+  steps = math.ceil(_train_count(examples_uri, config) / config.batch_size)
+  _fit_phase(phase1_model, 1, config.phase1_epochs, phase1_train, phase1_val, rows, config,
              os.path.join(fn_args.model_run_dir, "phase1"), steps)
   summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
 
   exported = best_epoch(rows, 1)
-  fine_tune = config["phase2_epochs"] > 0 and str(config["unfreeze"]) not in ("0", "none")
-  if fine_tune and exported["val_accuracy"] > config["phase2_max_accuracy"]:
+  fine_tune = config.phase2_epochs > 0 and str(config.unfreeze) not in ("0", "none")
+  if fine_tune and exported["val_accuracy"] > config.phase2_max_accuracy:
     reason = (f"the head alone reached {exported['val_accuracy']:.4f} validation accuracy, "
-              f"above train.phase2_max_accuracy {config['phase2_max_accuracy']:g}")
+              f"above train.phase2_max_accuracy {config.phase2_max_accuracy:g}")
     print(f"Phase 2 skipped: {reason}", flush=True)
     summary["phases"]["2"] = {"epochs": 0, "seconds": 0.0, "skipped": reason}
     fine_tune = False
   if fine_tune:
-    layers = model_lib.unfreeze_top(model, config["unfreeze"], config["base_model"])
+    layers = model_lib.unfreeze_top(model, config.unfreeze, config.base_model)
     print(f"Phase 2: fine-tuning {layers} base layers at learning rate "
-          f"{config['phase2_learning_rate']:g}", flush=True)
-    rate = config["phase2_learning_rate"]
-    if config["phase2_schedule"] == "cosine":  # from the rate down to 0 over the phase
-      rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config["phase2_epochs"] * steps)
-    model_lib.compile_for_phase(model, config["phase2_optimizer"], rate, num_classes)
+          f"{config.phase2_learning_rate:g}", flush=True)
+    rate = config.phase2_learning_rate
+    if config.phase2_schedule == "cosine":  # from the rate down to 0 over the phase
+      rate = keras.optimizers.schedules.CosineDecay(rate, decay_steps=config.phase2_epochs * steps)
+    model_lib.compile_for_phase(model, config.phase2_optimizer, rate, num_classes)
     summary["phases"]["2"] = {"trainable_params": count_trainable(model),
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
     phase1_weights = model.get_weights()
-    seconds = _fit_phase(model, 2, config["phase2_epochs"], train_ds, val_ds, rows, config,
+    seconds = _fit_phase(model, 2, config.phase2_epochs, train_ds, val_ds, rows, config,
                          os.path.join(fn_args.model_run_dir, "phase2"), steps)
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
     if best_epoch(rows, 2)["val_accuracy"] > exported["val_accuracy"]:
@@ -316,10 +323,10 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
   summary["exported"] = {k: v for k, v in exported.items() if k != "seconds"}
 
   model_dir = os.path.dirname(fn_args.serving_model_dir)
-  kind = config.get("tflite", "off")
+  kind = tflite_kind
   if kind != "off":  # the on-device model, beside the SavedModel (components/trainer/tflite.py)
     began = time.time()
-    size = tflite.export_tflite(model, config["image_size"], kind,
+    size = tflite.export_tflite(model, config.image_size, kind,
                                 os.path.join(model_dir, tflite.FILE_NAME), train_ds)
     summary["tflite"] = {"kind": kind, "bytes": size, "seconds": round(time.time() - began, 1)}
   with tf.io.gfile.GFile(os.path.join(model_dir, HISTORY_FILE), "w") as f:
@@ -327,4 +334,4 @@ def _train(fn_args: FnArgs, config: dict, class_names: list[str],
   with tf.io.gfile.GFile(os.path.join(model_dir, SUMMARY_FILE), "w") as f:
     json.dump(summary, f, indent=1)
   export_serving_model(model, tf_transform_output, class_names, fn_args.serving_model_dir,
-                       test_time_flip=config["test_time_flip"])
+                       test_time_flip=config.test_time_flip)
