@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 import components  # noqa: F401  (selects Keras 2 before TensorFlow loads)
-from pipeline.predict import IMAGES_INPUT, load_serving_model, resolve_model_dir
+from pipeline.cli.predict import IMAGES_INPUT, load_serving_model, resolve_model_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BATCH = 32

@@ -131,8 +131,9 @@ class Executor(tfx_pusher.Executor):
                                  model_name=model_name)
       except CanaryError as e:
         raise PushRefused(f"the model failed the serving check, nothing was pushed: {e}") from None
-      print(f"Serving check: {checked['requests']} requests on {checked['photos']} test "
-            f"photos answered as the evaluator's model does; warm-up requests written", flush=True)
+      print(f"Serving check passed in {checked['seconds']:.1f}s: {checked['photos']} test photos "
+            f"through {', '.join(checked['requests'])} answered as the evaluator's model "
+            "does; warm-up requests written", flush=True)
       for name, text in card_files(model_card(model_name, version, verdict, training)).items():
         io_utils.write_string_file(posixpath.join(staging, "assets.extra", name), text)
       on_device = posixpath.join(model.uri, "model.tflite")

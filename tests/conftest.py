@@ -1,7 +1,9 @@
 """Shared fixtures: tiny generated photo folders and tiny-model settings."""
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import os
 import zlib
 import pathlib
@@ -110,3 +112,31 @@ def tiny_run(tmp_path_factory):
   (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
   config = load_config(None, tiny_overrides(data, root / "out", **TINY_VGG))
   return config, run_pipeline(config, echo=lambda line: None)
+
+
+@contextlib.contextmanager
+def local_s3(buckets=("photos", "mlpipeline")):
+  """A local S3 server (moto) on 127.0.0.1 with `buckets`; yields its endpoint URL."""
+  import boto3
+  from moto.server import ThreadedMotoServer
+  logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log
+  server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+  server.start()
+  host, port = server.get_host_and_port()
+  endpoint = f"http://{host}:{port}"
+  client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="seed", aws_secret_access_key="seed")
+  for bucket in buckets:
+    client.create_bucket(Bucket=bucket)
+  try:
+    yield endpoint
+  finally:
+    server.stop()
+
+
+def compile_args(settings: dict, package) -> list[str]:
+  """`finetune kubeflow compile` arguments that apply `settings` (dotted names)."""
+  args = ["kubeflow", "compile", "--output", str(package)]
+  for key, value in settings.items():
+    args += [f"--beam-arg={v}" for v in value] if key == "beam_args" else ["--set", f"{key}={value}"]
+  return args

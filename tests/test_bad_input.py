@@ -58,7 +58,7 @@ def test_a_folder_of_every_kind_of_bad_file_is_checked_and_each_one_rejected(tmp
 def _fails_with(error: Exception, tmp_path) -> CliRunner:
   """Runs a command that fails with `error` as `finetune run` would (its log
   in <run dir>/logs); returns the result."""
-  from pipeline.console import log_path_for, quiet
+  from pipeline.cli.console import log_path_for, quiet
 
   @click.command()
   def command():

@@ -11,7 +11,7 @@ from components.serving import served_versions
 from pipeline import runs
 from pipeline.history import (RollbackError, plan_rollback, rollback, rolled_back_versions,
                               spans_text, table, version_status)
-from pipeline.history_cli import history as history_command, rollback as rollback_command
+from pipeline.cli.history import history as history_command, rollback as rollback_command
 from pipeline.run_lock import EX_TEMPFAIL, run_lock
 
 

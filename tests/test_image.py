@@ -15,7 +15,6 @@ FINETUNE_IMAGE_TESTS=1 (CI) a missing image fails instead.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
 import re
@@ -25,10 +24,9 @@ import sys
 import uuid
 
 import boto3
-from moto.server import ThreadedMotoServer
 import pytest
 
-from conftest import CATS_VS_DOGS_SCHEMA, make_dataset, tiny_overrides
+from conftest import CATS_VS_DOGS_SCHEMA, compile_args, local_s3, make_dataset, tiny_overrides
 import kfp_launcher
 
 IMAGE = os.environ.get("FINETUNE_IMAGE", "finetune:latest")
@@ -88,15 +86,8 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store():
-  logging.getLogger("werkzeug").setLevel(logging.ERROR)
-  server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-  server.start()
-  host, port = server.get_host_and_port()
-  s3 = Store(f"http://{host}:{port}")
-  for bucket in ("photos", "mlpipeline"):
-    s3.client.create_bucket(Bucket=bucket)
-  yield s3
-  server.stop()
+  with local_s3() as endpoint:
+    yield Store(endpoint)
 
 
 def _compile(store: Store, data_uri: str, package: pathlib.Path) -> None:
@@ -106,9 +97,7 @@ def _compile(store: Store, data_uri: str, package: pathlib.Path) -> None:
       "kubeflow.s3_endpoint": store.endpoint, "kubeflow.s3_region": REGION,
       "kubeflow.s3_secret": SECRET_NAME, "kubeflow.s3_secret_access_key_id": "AWS_ACCESS_KEY_ID",
       "kubeflow.s3_secret_secret_access_key": "AWS_SECRET_ACCESS_KEY"})
-  args = ["kubeflow", "compile", "--output", str(package)]
-  for key, value in settings.items():
-    args += [f"--beam-arg={v}" for v in value] if key == "beam_args" else ["--set", f"{key}={value}"]
+  args = compile_args(settings, package)
   env = {**os.environ, **SECRETS[SECRET_NAME], "AWS_ENDPOINT_URL": store.endpoint,
          "AWS_REGION": REGION, "TF_USE_LEGACY_KERAS": "1"}
   result = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], capture_output=True,

@@ -19,7 +19,6 @@ package is compiled by the `finetune` command, and objects are read with boto3.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
 import subprocess
@@ -28,11 +27,11 @@ import sys
 import re
 
 import boto3
-from moto.server import ThreadedMotoServer
 import pytest
 import yaml
 
-from conftest import CATS_VS_DOGS_SCHEMA, CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides
+from conftest import (CATS_VS_DOGS_SCHEMA, CLASS_COLORS, TINY_VGG, compile_args, image_bytes,
+                      local_s3, make_dataset, tiny_overrides)
 import kfp_launcher
 from kfp_launcher import TaskFailed
 
@@ -99,15 +98,8 @@ class Store:
 
 @pytest.fixture(scope="module")
 def store():
-  logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log
-  server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-  server.start()
-  host, port = server.get_host_and_port()
-  s3 = Store(f"http://{host}:{port}")
-  for bucket in ("photos", "mlpipeline"):
-    s3.client.create_bucket(Bucket=bucket)
-  yield s3
-  server.stop()
+  with local_s3() as endpoint:
+    yield Store(endpoint)
 
 
 def finetune(store: Store, *args: str) -> subprocess.CompletedProcess:
@@ -124,9 +116,7 @@ def _compile(store: Store, data_uri: str, package: pathlib.Path) -> subprocess.C
       "kubeflow.s3_endpoint": store.endpoint, "kubeflow.s3_region": REGION,
       "kubeflow.s3_secret": SECRET_NAME, "kubeflow.s3_secret_access_key_id": "AWS_ACCESS_KEY_ID",
       "kubeflow.s3_secret_secret_access_key": "AWS_SECRET_ACCESS_KEY"})
-  args = ["kubeflow", "compile", "--output", str(package)]
-  for key, value in settings.items():
-    args += [f"--beam-arg={v}" for v in value] if key == "beam_args" else ["--set", f"{key}={value}"]
+  args = compile_args(settings, package)
   result = finetune(store, *args)
   assert result.returncode == 0, result.stdout + result.stderr  # 134 would be the S3 abort
   return result

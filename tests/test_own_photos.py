@@ -14,8 +14,9 @@ from components.data_gate import DataAnomaliesError
 from pipeline import runs
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.local_runner import run_pipeline, summarize
-from pipeline.report import write_report
+from pipeline.cli.summary import summarize
+from pipeline.local_runner import run_pipeline
+from pipeline.cli.report import write_report
 from conftest import (CLASS_COLORS, SHARED_FLOWERS, SHARED_WEIGHTS, TINY_VGG, image_bytes,
                       make_dataset, requires_shared, tiny_overrides)
 

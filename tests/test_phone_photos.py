@@ -60,7 +60,7 @@ def test_every_exif_orientation_is_stored_upright(orientation):
 
 @pytest.mark.parametrize("orientation", range(1, 9))
 def test_every_exif_orientation_reaches_the_signature_upright(orientation, tmp_path):
-  from pipeline.predict import predict_files
+  from pipeline.cli.predict import predict_files
   seen = []
 
   def signature(image_bytes):  # records what the served graph would get

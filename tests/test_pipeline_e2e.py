@@ -10,7 +10,8 @@ import tensorflow as tf
 from components.data_gate import DataAnomaliesError
 from pipeline import runs
 from pipeline.config import load_config
-from pipeline.local_runner import run_pipeline, summarize
+from pipeline.cli.summary import summarize
+from pipeline.local_runner import run_pipeline
 from components.evaluation import read_accuracy
 from components.data_facts import report_path
 from conftest import (SHARED_DATA, SHARED_WEIGHTS, TINY_VGG, make_dataset, requires_shared,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.predict import ModelNotFoundError, resolve_model_dir
+from pipeline.cli.predict import ModelNotFoundError, resolve_model_dir
 
 CLASSES = {"cats", "dogs"}
 
@@ -27,7 +27,7 @@ def _invoke(*args):
 
 @pytest.fixture(scope="module")
 def saved_model(tiny_run):
-  """The pushed SavedModel, loaded directly (not through pipeline.predict)."""
+  """The pushed SavedModel, loaded directly (not through pipeline.cli.predict)."""
   import tensorflow as tf
   (version,) = [p for p in _model_base(tiny_run[0]).iterdir() if p.name.isdigit()]
   return tf.saved_model.load(str(version))
@@ -107,7 +107,7 @@ def test_both_signatures_agree(files, saved_model):
   import tensorflow as tf
   from components.trainer.signatures import EXAMPLES_SIGNATURE, IMAGES_INPUT, IMAGES_SIGNATURE
   from components.transform import IMAGE_KEY
-  from pipeline import predict  # keeps copies of the names, to stay free of TensorFlow
+  from pipeline.cli import predict  # keeps copies of the names, to stay free of TensorFlow
   assert (predict.IMAGES_SIGNATURE, predict.IMAGES_INPUT) == (IMAGES_SIGNATURE, IMAGES_INPUT)
   contents = [p.read_bytes() for p in files["good"]]
   contents.append(image_bytes(CLASS_COLORS["cats"], size=(64, 48), fmt="BMP", seed=103))
@@ -164,7 +164,7 @@ class _Signature:
 def test_a_decompression_bomb_is_refused_as_ingestion_refuses_it(tmp_path, monkeypatch):
   """A 20000x20000 PNG of a few KB took 1.26 GB to classify: the graph decoded it."""
   from components.image_example_gen.images import RejectedImage, prepare_image
-  from pipeline import predict
+  from pipeline.cli import predict
   from test_images import bomb_png
   bomb = tmp_path / "bomb.png"
   bomb.write_bytes(bomb_png())

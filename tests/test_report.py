@@ -15,7 +15,7 @@ import tensorflow_model_analysis as tfma
 from pipeline import runs
 from pipeline.cli import main
 from pipeline.config import load_config
-from pipeline.predict import load_serving_model, predict_files
+from pipeline.cli.predict import load_serving_model, predict_files
 from conftest import (CLASS_COLORS, SHARED_WEIGHTS, TINY_VGG, image_bytes, make_dataset,
                       requires_shared, tiny_overrides)
 
@@ -156,8 +156,8 @@ def test_experiment_compares_image_sizes_each_trained_at_its_size(tmp_path):
 
 def test_gallery_lists_exactly_the_misclassified_test_photos(experiment, tmp_path):
   config, _, _, data = experiment
-  from pipeline.experiment import experiment_config
-  from pipeline.report import write_report
+  from pipeline.cli.experiment import experiment_config
+  from pipeline.cli.report import write_report
   exp_config = experiment_config(config)
   run = runs.load_run(runs.open_store(exp_config.metadata_path))
   page = write_report(exp_config, run, tmp_path / "report")
@@ -230,7 +230,7 @@ def _report_data(cls: str, path: str) -> dict:
 
 def test_names_with_markup_show_literally():
   from html.parser import HTMLParser
-  from pipeline.report import render
+  from pipeline.cli.report import render
   cls, path = "c<b>ats & co", "test/<b>odd</b>.jpg"
   page = render(_report_data(cls, path))
 

@@ -7,7 +7,8 @@ import numpy as np
 from components.serving import served_versions
 from components.trainer.tflite import predict_pixels
 from pipeline.config import with_overrides
-from pipeline.local_runner import run_pipeline, summarize
+from pipeline.cli.summary import summarize
+from pipeline.local_runner import run_pipeline
 
 
 def test_a_float16_model_travels_with_the_pushed_version(tiny_run, tmp_path):

@@ -9,8 +9,8 @@ import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from pipeline import storage
-from pipeline.cli_options import fail, located_options, run_options
-from pipeline.console import log_path_for
+from pipeline.cli.options import fail, located_options, run_options
+from pipeline.cli.console import log_path_for
 from pipeline.run_lock import EX_TEMPFAIL
 
 
@@ -32,7 +32,7 @@ def run(config, no_report, wait_for_lock, console):
   One run at a time per output folder; with nothing new since the last
   successful run, it says so and does nothing (deploy/schedule/README.md).
   """
-  from pipeline import run_command
+  from pipeline.cli import run as run_command
   run_command.run(config, no_report, wait_for_lock, console)
 
 
@@ -46,7 +46,7 @@ def check(config, console):
   would stop, with the run's message.
   """
   from components.image_example_gen import DataLayoutError
-  from pipeline.check import check as check_data
+  from pipeline.cli.check import check as check_data
   try:
     code = check_data(config, console.echo)
   except DataLayoutError as e:
@@ -84,7 +84,7 @@ def recorded_run_options(command):
                    "Default: <output>/<pipeline>/reports/<run id>/.")
 def report(config, run, report_dir, echo):
   """Write the HTML report of a finished run: curves, confusion matrix, mistakes, data."""
-  from pipeline.report import write_report
+  from pipeline.cli.report import write_report
   echo(f"Writing the report of run {run.run_id} ...")
   echo(f"Report: {write_report(config, run, report_dir)}")
 
@@ -116,8 +116,8 @@ def _experiment(config, kind, values, comparison_dir, console):
   if not values:
     fail("give at least one value")
   console.set_log(log_path_for(config.run_dir, f"experiment-{kind}"))
-  from pipeline.experiment import run_experiment, to_markdown, KINDS
-  from pipeline.run_command import interrupted
+  from pipeline.cli.experiment import run_experiment, to_markdown, KINDS
+  from pipeline.cli.run import interrupted
   try:
     rows, out = run_experiment(config, kind, values, echo=console.echo,
                                output_dir=comparison_dir)
@@ -166,9 +166,9 @@ def sizes(config, values, comparison_dir, console):
   _experiment(config, "sizes", values, comparison_dir, console)
 
 
-from pipeline.history_cli import history, rollback  # noqa: E402
-from pipeline.kubeflow_cli import kubeflow  # noqa: E402
-from pipeline.predict import predict  # noqa: E402
+from pipeline.cli.history import history, rollback  # noqa: E402
+from pipeline.cli.kubeflow import kubeflow  # noqa: E402
+from pipeline.cli.predict import predict  # noqa: E402
 
 main.add_command(history)
 main.add_command(kubeflow)
@@ -185,7 +185,3 @@ def entry():
   except Exception:  # pylint: disable=broad-except
     traceback.print_exc()
     storage.exit_process(1)
-
-
-if __name__ == "__main__":
-  entry()

@@ -7,7 +7,7 @@ import posixpath
 
 import click
 
-from pipeline.cli_options import fail, located_options
+from pipeline.cli.options import fail, located_options
 
 
 def _model_dir(config) -> str:

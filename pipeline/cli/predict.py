@@ -15,8 +15,8 @@ import click
 
 import pipeline  # noqa: F401  (selects Keras 2 before TensorFlow loads)
 from pipeline import storage
-from pipeline.cli_options import VERBOSE
-from pipeline.console import quiet
+from pipeline.cli.options import VERBOSE
+from pipeline.cli.console import quiet
 from pipeline.config import ConfigError, recorded_config
 
 # Same names as components.trainer.signatures, which imports TensorFlow.

@@ -18,7 +18,8 @@ from components.image_example_gen import DataLayoutError, detect_layout
 from components.data_facts import report_path
 from pipeline import runs
 from pipeline.config import PipelineConfig, with_overrides
-from pipeline.local_runner import data_lines, run_stages
+from pipeline.cli.summary import data_lines
+from pipeline.local_runner import run_stages
 from pipeline.pipeline import DATA_CHECK, STATISTICS
 from pipeline.schema import read_schema
 

@@ -8,7 +8,7 @@ import click
 
 from pipeline import storage
 from pipeline.config import ConfigError, load_config, recorded_config
-from pipeline.console import quiet, terminal_err
+from pipeline.cli.console import quiet, terminal_err
 
 
 def fail(message: str, code: int = 2):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli_options import fail
+from pipeline.cli.options import fail
 from pipeline.config import PipelineConfig
-from pipeline.console import Console, log_path_for
+from pipeline.cli.console import Console, log_path_for
 
 
 def interrupted(echo):
@@ -38,8 +38,9 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   from components.image_example_gen import DataLayoutError
   from components.image_example_gen.layout import ThinDataError
   from pipeline import freshness, runs
-  from pipeline.local_runner import run_pipeline, summarize
-  from pipeline.report import write_report
+  from pipeline.cli.summary import summarize
+  from pipeline.local_runner import run_pipeline
+  from pipeline.cli.report import write_report
   from pipeline.schema import SchemaError
   echo = console.echo
   seen = freshness.unchanged_since(config, warn=lambda line: echo(line, err=True))
@@ -51,7 +52,7 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
     result = run_pipeline(config, echo=echo)
   except (DataLayoutError, SchemaError) as e:
     if isinstance(e, ThinDataError):  # ingestion wrote its counts before stopping
-      from pipeline.check import stopped_ingestion_lines
+      from pipeline.cli.check import stopped_ingestion_lines
       for line in stopped_ingestion_lines(e):
         echo(line)
     echo(f"Run stopped: {e}", err=True)

@@ -7,7 +7,7 @@ import tempfile
 import click
 import yaml
 
-from pipeline.cli_options import fail, parse_sets, run_options
+from pipeline.cli.options import fail, parse_sets, run_options
 from pipeline.config import ConfigError, load_config, with_overrides
 
 
