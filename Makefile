@@ -7,7 +7,7 @@ WEIGHTS ?= $(if $(wildcard ../shared/weights),../shared/weights,imagenet)
 OUTPUT ?= outputs
 BIN = $(VENV)/bin
 
-.PHONY: install run test bench clean image
+.PHONY: install run test test-fast bench clean image
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ run: install
 TEST_WORKERS ?= auto
 test: install
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+
+# The edit-test loop: everything but whole pipeline runs (tests marked slow).
+test-fast: install
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) -m "not slow" $(ARGS)
 
 bench: install
 	$(BIN)/python bench/ingest.py $(DATA)

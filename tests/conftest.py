@@ -23,6 +23,18 @@ CATS_VS_DOGS_SCHEMA = pathlib.Path(__file__).resolve().parents[1] / "schemas" / 
 REQUIRE_SHARED = os.environ.get("FINETUNE_SHARED_TESTS") == "1"
 
 
+# Fixtures that run a whole pipeline: a test that uses one is `slow`, as is
+# one on the real photos; `make test-fast` (the edit-test loop) leaves them
+# out, `make test` and CI run everything.
+PIPELINE_FIXTURES = {"tiny_run", "copied_run", "first_run", "second_run", "compiled"}
+
+
+def pytest_collection_modifyitems(items):
+  for item in items:
+    if PIPELINE_FIXTURES & set(item.fixturenames) or item.get_closest_marker("shared_data"):
+      item.add_marker(pytest.mark.slow)
+
+
 def requires_shared(data: pathlib.Path = SHARED_DATA):
   if data.is_dir() and SHARED_WEIGHTS.is_dir():
     return pytest.mark.shared_data

@@ -16,6 +16,8 @@ from conftest import CATS_VS_DOGS_SCHEMA, make_dataset
 from test_images import bomb_png
 from test_layout import _odd_files
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 

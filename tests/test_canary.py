@@ -14,6 +14,8 @@ import tensorflow as tf
 
 from components.canary import WARMUP_FILE, CanaryError, check_servable
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 CLASSES = ["cats", "dogs"]
 
 

@@ -6,6 +6,10 @@ from click.testing import CliRunner
 from conftest import CATS_VS_DOGS_SCHEMA, CLASS_COLORS, image_bytes, make_dataset
 from pipeline.cli import main
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 
 def _check(data, output, *extra):
   return CliRunner().invoke(main, ["check", "--data-root", str(data), "--outputs", str(output),

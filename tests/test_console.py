@@ -12,6 +12,8 @@ import pytest
 
 from conftest import CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 # TensorFlow's C++ logger ("2026-11-30 04:10:02.419015: I tensorflow/..."), absl
 # ("I1130 04:10:02.419015 1234 file.py:12] ..."), Python warnings ("...: FutureWarning: ...").

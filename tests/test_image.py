@@ -29,6 +29,8 @@ import pytest
 from conftest import CATS_VS_DOGS_SCHEMA, compile_args, local_s3, make_dataset, tiny_overrides
 import kfp_launcher
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 IMAGE = os.environ.get("FINETUNE_IMAGE", "finetune:latest")
 REQUIRED = os.environ.get("FINETUNE_IMAGE_TESTS") == "1"
 # The storage build-image.sh builds into.

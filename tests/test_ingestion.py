@@ -13,6 +13,8 @@ from components.image_example_gen.executor import Executor
 from components.image_example_gen.layout import ThinDataError
 from conftest import SHARED_DATA, make_dataset, requires_shared
 
+pytestmark = pytest.mark.slow  # Beam runs of the ingestion executor (make test-fast leaves them out)
+
 SPEC = {k: tf.io.FixedLenFeature([], t) for k, t in
         [("label", tf.int64), ("class_name", tf.string), ("path", tf.string),
          ("image_raw", tf.string), ("format", tf.string), ("height", tf.int64),

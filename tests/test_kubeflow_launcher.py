@@ -306,6 +306,7 @@ def test_new_photos_cannot_hit_a_stale_example_gen_cache(store, compiled):
       "a rerun after new photos arrived would reuse the previous run's Examples")
 
 
+@pytest.mark.slow  # two runs of the package
 def test_a_new_span_is_ingested_without_recompiling(store, tmp_path):
   """No driver runs on that backend: the executor finds the spans when it runs."""
   data, data_uri = tmp_path / "drops", "s3://photos/drops/cats_vs_dogs"

@@ -20,6 +20,8 @@ from pipeline.cli.report import write_report
 from conftest import (CLASS_COLORS, SHARED_FLOWERS, SHARED_WEIGHTS, TINY_VGG, image_bytes,
                       make_dataset, requires_shared, tiny_overrides)
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 THREE = ("birds", "cats", "dogs")
 
 

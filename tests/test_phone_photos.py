@@ -13,6 +13,8 @@ import tensorflow as tf
 from components.image_example_gen.images import prepare_image, upright_bytes
 from conftest import CATS_VS_DOGS_SCHEMA, CLASS_COLORS, image_bytes, make_dataset
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 T = Image.Transpose
 # Four flat quadrants of distinct colours on a 48x32 image: each of the 8
 # orientations puts them elsewhere, and a quarter turn changes the shape.

@@ -17,6 +17,8 @@ from components.data_facts import report_path
 from conftest import (SHARED_DATA, SHARED_WEIGHTS, TINY_VGG, make_dataset, requires_shared,
                       tiny_overrides)
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 
 def _versions(config):
   folder = pathlib.Path(config.serving_dir) / config.model_name

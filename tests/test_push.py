@@ -13,6 +13,8 @@ from components.serving import served_versions
 from pipeline.config import with_overrides
 from pipeline.local_runner import run_pipeline
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 
 def _saved_model(folder):
   (folder / "variables").mkdir(parents=True)

@@ -19,6 +19,8 @@ from pipeline.cli.predict import load_serving_model, predict_files
 from conftest import (CLASS_COLORS, SHARED_WEIGHTS, TINY_VGG, image_bytes, make_dataset,
                       requires_shared, tiny_overrides)
 
+pytestmark = pytest.mark.slow  # whole pipeline runs and experiments (make test-fast leaves them out)
+
 
 def _images(html: str) -> list[str]:
   return re.findall(r"<img src='([^']+)'", html)

@@ -8,6 +8,10 @@ from pipeline import runs
 from pipeline.config import load_config
 from conftest import TINY_VGG, make_dataset, tiny_overrides
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 
 def _command(overrides: dict, *extra: str) -> list[str]:
   args = [sys.executable, "-m", "pipeline.cli", "run", *extra]

@@ -14,6 +14,8 @@ from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline import runs
 
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 PER_SPLIT = {"train": 8, "validation": 3, "test": 3}
 
 

@@ -10,6 +10,10 @@ from pipeline.config import with_overrides
 from pipeline.cli.summary import summarize
 from pipeline.local_runner import run_pipeline
 
+import pytest
+
+pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
+
 
 def test_a_float16_model_travels_with_the_pushed_version(tiny_run, tmp_path):
   config, _ = tiny_run
