@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from click.testing import CliRunner
+import pytest
 
 from conftest import CATS_VS_DOGS_SCHEMA, CLASS_COLORS, image_bytes, make_dataset
 from pipeline.cli import main
-
-import pytest
 
 pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
 

@@ -4,11 +4,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from pipeline import runs
 from pipeline.config import load_config
 from conftest import TINY_VGG, make_dataset, tiny_overrides
-
-import pytest
 
 pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
 

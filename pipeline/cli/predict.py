@@ -55,9 +55,37 @@ def resolve_model_dir(path: str | os.PathLike, version: int | None = None) -> st
   return versions[version]
 
 
+class OnDeviceModel:
+  """A pushed version's `model.tflite` (serving.tflite) behind the signature's
+  interface: photos decoded and resized as the Transform graph does, the
+  classes and size from the model card beside it in `assets.extra/`."""
+
+  def __init__(self, path: str):
+    import tensorflow as tf
+    card = posixpath.join(posixpath.dirname(path), "model_card.json")
+    if not tf.io.gfile.exists(path) or not tf.io.gfile.exists(card):
+      raise ModelNotFoundError(f"{path} and the model_card.json beside it are needed (a pushed "
+                               "version's assets.extra/ holds both)")
+    with tf.io.gfile.GFile(card) as f:
+      facts = json.load(f)
+    self.path, self.class_names, self.image_size = path, facts["classes"], facts["image_size"]
+
+  def __call__(self, **inputs):
+    import tensorflow as tf
+    from components.trainer.tflite import predict_pixels
+    from components.transform import decode_and_resize
+    pixels = decode_and_resize(inputs[IMAGES_INPUT], self.image_size).numpy()
+    probabilities = predict_pixels(self.path, pixels)
+    return {"probabilities": tf.constant(probabilities),
+            "class_names": tf.constant([self.class_names] * len(probabilities))}
+
+
 def load_serving_model(path: str | os.PathLike, version: int | None = None):
-  """The `predict_images` signature of the SavedModel at `path` (see resolve_model_dir)."""
+  """The `predict_images` signature of the SavedModel at `path` (see resolve_model_dir),
+  or a `.tflite` model's stand-in for it."""
   import tensorflow as tf
+  if os.fspath(path).endswith(".tflite"):
+    return OnDeviceModel(os.fspath(path))
   loaded = tf.saved_model.load(resolve_model_dir(path, version))
   signature = loaded.signatures[IMAGES_SIGNATURE]
   # The signature does not own the model's variables: keep the model alive with it.
@@ -133,8 +161,9 @@ def predict_files(signature, paths) -> list[dict]:
 @click.command()
 @click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--model", "model_dir", type=click.Path(),
-              help="Model base folder (numeric version folders) or a SavedModel folder. "
-                   "Default: the pushed model, <serving dir>/<model name>.")
+              help="Model base folder (numeric version folders), a SavedModel folder, or a "
+                   "pushed version's assets.extra/model.tflite. Default: the pushed model, "
+                   "<serving dir>/<model name>.")
 @click.option("--version", type=int, help="Model version to use (default: the highest).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of lines.")
 @click.option("--config", "config_path", type=click.Path(),
