@@ -127,3 +127,33 @@ def test_a_good_fake_model_passes_and_nothing_loads_from_an_empty_folder(tmp_pat
     check_servable(str(tmp_path / "empty"), split)
   with pytest.raises(CanaryError, match="^canary: no test examples under "):
     check_servable(model, str(tmp_path))
+
+
+def test_a_model_answering_in_the_wrong_shape_is_refused(tmp_path):
+  split = _write_split(tmp_path / "Split-test")
+
+  @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+  def serve(examples):  # one number per photo instead of one per class
+    batch = tf.shape(examples)[0]
+    return {"probabilities": tf.fill([batch], 0.5),
+            "class_names": tf.tile(tf.constant(CLASSES)[tf.newaxis], [batch, 1])}
+
+  tf.saved_model.save(tf.Module(), str(tmp_path / "model"), signatures={"serving_default": serve})
+  with pytest.raises(CanaryError) as raised:
+    check_servable(str(tmp_path / "model"), split, count=2)
+  assert "\n" not in str(raised.value) and str(raised.value).startswith("canary: ")
+
+
+def test_a_model_that_takes_pixels_instead_of_encoded_photos_is_refused(tmp_path):
+  split = _write_split(tmp_path / "Split-test")
+
+  @tf.function(input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32, name="pixels")])
+  def serve(pixels):
+    batch = tf.shape(pixels)[0]
+    p = tf.tile(tf.constant([[0.5, 0.5]]), [batch, 1])
+    return {"probabilities": p, "class_names": tf.tile(tf.constant(CLASSES)[tf.newaxis], [batch, 1])}
+
+  tf.saved_model.save(tf.Module(), str(tmp_path / "model"), signatures={"serving_default": serve})
+  with pytest.raises(CanaryError) as raised:
+    check_servable(str(tmp_path / "model"), split, count=2)
+  assert "\n" not in str(raised.value) and str(raised.value).startswith("canary: ")
