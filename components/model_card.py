@@ -26,6 +26,7 @@ table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding
 th{background:#f3f3f3}</style></head><body>
 <h1>{{ c.model_name }}, version {{ c.version }}</h1>
 <p>{{ c.intended_use }}</p>
+<p><b>Limitations.</b> {% for line in c.limitations %}{{ line }} {% endfor %}</p>
 <h2>Test evaluation</h2>
 <p>Accuracy {{ "%.4f"|format(c.accuracy) }}, balanced accuracy {{ "%.4f"|format(c.balanced_accuracy) }}
 {%- if c.baseline.version %}; it replaced version {{ c.baseline.version }} (accuracy
@@ -52,6 +53,7 @@ def model_card(model_name: str, version: int, verdict: dict, training: dict) -> 
   """The card's content, from BlessingGate's verdict and the Trainer's summary."""
   settings = training.get("config", {})
   return {
+      "limitations": limitations(verdict),
       "model_name": model_name, "version": version, "intended_use": INTENDED_USE,
       "classes": verdict["class_names"], "photos": verdict["photos"],
       "splits": list(verdict["photos"]), "spans": verdict.get("spans") or {},
@@ -64,6 +66,23 @@ def model_card(model_name: str, version: int, verdict: dict, training: dict) -> 
       "image_size": settings.get("image_size"), "settings": settings,
       "tflite": verdict.get("tflite"),
   }
+
+
+def limitations(verdict: dict) -> list[str]:
+  """What the numbers do not cover: the smallest class, the weakest, the test photos' source."""
+  train = verdict["photos"].get("train", {})
+  lines = []
+  if train:
+    smallest = min(train, key=train.get)
+    lines.append(f"The smallest class, {smallest}, had {train[smallest]} training photos.")
+  measured = {name: r for name, r in verdict["recall"].items() if r is not None}
+  if measured:
+    weakest = min(measured, key=measured.get)
+    lines.append(f"The class it finds least often is {weakest} (recall {measured[weakest]:.4f}).")
+  tested = sum(verdict["photos"].get("test", {}).values())
+  lines.append(f"It was tested on {tested} photos from the same folders as its training photos, "
+               "none from elsewhere.")
+  return lines
 
 
 def card_files(card: dict) -> dict[str, str]:

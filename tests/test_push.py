@@ -49,6 +49,7 @@ def test_a_rerun_judges_against_the_model_served_now_not_a_cached_verdict(tiny_r
   assert card["photos"]["train"] == {"cats": 12, "dogs": 12}  # the broken file is not counted
   assert card["baseline"] == {"version": version + 5, "accuracy": verdict["accuracy"]}
   assert card["confusion_matrix"] == verdict["confusion_matrix"]
+  assert "The smallest class, cats, had 12 training photos." in card["limitations"]
   assert (extra / "tf_serving_warmup_requests").stat().st_size > 0  # passed the serving check
   page = (extra / "model_card.html").read_text()
   assert f"version {pushed}" in page and f"replaced version {version + 5}" in page
