@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from shown import shown  # noqa: E402  (bench/ is on the path)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -49,7 +50,7 @@ def main():
          weights, "--outputs", output, "--no-report"])
   accuracy = float(re.search(r"Evaluation on the test split: accuracy ([0-9.]+)", text).group(1))
   result = {
-      "data_root": data_root,
+      "data_root": shown(data_root),
       "plain_keras": {"seconds": round(plain_seconds, 1), "test_accuracy": plain["test_accuracy"],
                       "peak_rss_mb": plain_rss},
       "pipeline": {"seconds": round(pipeline_seconds, 1), "test_accuracy": accuracy,

@@ -22,6 +22,7 @@ import components  # noqa: E402,F401  (selects Keras 2 before TensorFlow loads)
 from pipeline.config import PipelineConfig  # noqa: E402
 from pipeline.local_runner import _skip_tfx_sdist_on_direct_runner  # noqa: E402
 from test_ingestion import ingest  # noqa: E402  (runs the executor as the orchestrator does)
+from shown import shown  # noqa: E402  (bench/ is on the path)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 BEAM_ARGS = tuple(PipelineConfig().beam_pipeline_args)  # as `finetune run` by default
@@ -60,7 +61,7 @@ def main():
     big_images, big_seconds, big_runs = _timed_ingest(_replicate(data_root, 4, tmp / "x4"),
                                                       tmp / "four")
   result = {
-      "data_root": str(data_root), "beam_args": BEAM_ARGS,
+      "data_root": shown(data_root), "beam_args": BEAM_ARGS,
       "images": images, "seconds": round(seconds, 2), "seconds_each_run": runs,
       "images_per_second": round(images / seconds, 1),
       "images_x4": big_images, "seconds_x4": round(big_seconds, 2), "seconds_x4_each_run": big_runs,

@@ -26,6 +26,7 @@ import tempfile
 import time
 
 from PIL import Image, ImageOps
+from shown import shown  # noqa: E402  (bench/ is on the path)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -187,7 +188,7 @@ def main():
   scaled = run(generate(data_root, count), weights, "--set", f"train.image_size={size}",
                *(["--set", f"data.schema_path={schema}"] if schema else []))
   result = {
-      "data_root": str(data_root), "settings": "defaults, one epoch per phase",
+      "data_root": shown(data_root), "settings": "defaults, one epoch per phase",
       "image_size": size,
       "originals": {**originals, "per_photo": per_photo(originals)},
       "scaled": {**scaled, "per_photo": per_photo(scaled)},

@@ -58,7 +58,7 @@ def main():
   first_prediction = time.perf_counter() - began
 
   result = {
-      "model": str(resolve_model_dir(args.model)),
+      "model": "/".join(pathlib.Path(resolve_model_dir(args.model)).parts[-2:]),  # name/version
       "photos": args.photos,
       "requests": len(latencies),
       "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 1),

@@ -23,6 +23,7 @@ from components.data_facts import report_path
 from components.trainer.train import HISTORY_FILE, SUMMARY_FILE, best_epoch
 from pipeline.config import load_config
 from pipeline.local_runner import run_pipeline
+from shown import shown  # noqa: E402  (bench/ is on the path)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TARGETS = {"cats-vs-dogs": {"test_accuracy": 0.98, "training_seconds": 480},
@@ -73,7 +74,7 @@ def main():
           (train_images + validation_images) / info["feature_seconds"], 1)
   kept = summary["exported"]  # the best epoch on validation, across both phases
   result = {
-      "data_root": args.data_root, "weights": args.weights,
+      "data_root": shown(args.data_root), "weights": shown(args.weights),
       "base_model": summary["base_model"], "image_size": summary["config"]["image_size"],
       "train_examples": train_images,
       "phases": phases,

@@ -146,6 +146,14 @@ def local_s3(buckets=("photos", "mlpipeline")):
     server.stop()
 
 
+def kubeflow_s3_settings(endpoint: str, region: str, secret_name: str) -> dict:
+  """The compile settings that give every task the local S3 server and the named secret."""
+  return {"kubeflow.s3_endpoint": endpoint, "kubeflow.s3_region": region,
+          "kubeflow.s3_secret": secret_name,
+          "kubeflow.s3_secret_access_key_id": "AWS_ACCESS_KEY_ID",
+          "kubeflow.s3_secret_secret_access_key": "AWS_SECRET_ACCESS_KEY"}
+
+
 def compile_args(settings: dict, package) -> list[str]:
   """`finetune kubeflow compile` arguments that apply `settings` (dotted names)."""
   args = ["kubeflow", "compile", "--output", str(package)]

@@ -26,7 +26,8 @@ import uuid
 import boto3
 import pytest
 
-from conftest import CATS_VS_DOGS_SCHEMA, compile_args, local_s3, make_dataset, tiny_overrides
+from conftest import (CATS_VS_DOGS_SCHEMA, compile_args, kubeflow_s3_settings, local_s3,
+                      make_dataset, tiny_overrides)
 import kfp_launcher
 
 pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
@@ -96,9 +97,7 @@ def _compile(store: Store, data_uri: str, package: pathlib.Path) -> None:
   """`finetune kubeflow compile` in its own process (it reads the data root in S3)."""
   settings = tiny_overrides(data_uri, "s3://mlpipeline/finetune", **{
       "data.schema_path": str(CATS_VS_DOGS_SCHEMA), "kubeflow.image": IMAGE,
-      "kubeflow.s3_endpoint": store.endpoint, "kubeflow.s3_region": REGION,
-      "kubeflow.s3_secret": SECRET_NAME, "kubeflow.s3_secret_access_key_id": "AWS_ACCESS_KEY_ID",
-      "kubeflow.s3_secret_secret_access_key": "AWS_SECRET_ACCESS_KEY"})
+      **kubeflow_s3_settings(store.endpoint, REGION, SECRET_NAME)})
   args = compile_args(settings, package)
   env = {**os.environ, **SECRETS[SECRET_NAME], "AWS_ENDPOINT_URL": store.endpoint,
          "AWS_REGION": REGION, "TF_USE_LEGACY_KERAS": "1"}

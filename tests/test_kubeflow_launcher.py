@@ -31,7 +31,7 @@ import pytest
 import yaml
 
 from conftest import (CATS_VS_DOGS_SCHEMA, CLASS_COLORS, TINY_VGG, compile_args, image_bytes,
-                      local_s3, make_dataset, tiny_overrides)
+                      kubeflow_s3_settings, local_s3, make_dataset, tiny_overrides)
 import kfp_launcher
 from kfp_launcher import TaskFailed
 
@@ -113,9 +113,7 @@ def _compile(store: Store, data_uri: str, package: pathlib.Path) -> subprocess.C
   settings = tiny_overrides(data_uri, "s3://mlpipeline/finetune", **{
       **TINY_VGG, "train.phase1_epochs": 2, "train.phase2_epochs": 1,
       "data.schema_path": str(CATS_VS_DOGS_SCHEMA), "kubeflow.image": IMAGE,
-      "kubeflow.s3_endpoint": store.endpoint, "kubeflow.s3_region": REGION,
-      "kubeflow.s3_secret": SECRET_NAME, "kubeflow.s3_secret_access_key_id": "AWS_ACCESS_KEY_ID",
-      "kubeflow.s3_secret_secret_access_key": "AWS_SECRET_ACCESS_KEY"})
+      **kubeflow_s3_settings(store.endpoint, REGION, SECRET_NAME)})
   args = compile_args(settings, package)
   result = finetune(store, *args)
   assert result.returncode == 0, result.stdout + result.stderr  # 134 would be the S3 abort
