@@ -252,3 +252,20 @@ def test_names_with_markup_show_literally():
   assert parsed.bold == ["b", "b"]  # only the gallery caption's own true/predicted
   assert "NOT BLESSED: test accuracy 0.7500, balanced accuracy 0.7500; served model none" in page
   assert "<td>dogs</td><td>n/a</td><td>1.0000</td><td>2</td>" in page
+
+
+def test_class_slices_leave_out_one_vs_rest_metrics():
+  # A class_name slice holds one class: its AUC of class i (TFMA writes 0.0000)
+  # means nothing there; its count and accuracy (that class's recall) do.
+  from pipeline.cli.report import _tables
+  data = _report_data("cats", "test/a.jpg")
+  data["evaluation"]["metrics"] = {
+      "overall": {"example_count": 4, "sparse_categorical_accuracy": 0.75,
+                  "auc[classId:0]": 0.9, "auc[classId:1]": 0.8},
+      "class_name=cats": {"example_count": 2, "sparse_categorical_accuracy": 0.5,
+                          "auc[classId:0]": 0.0, "auc[classId:1]": 0.0}}
+  table = _tables(data)["metrics"]
+  assert table["header"] == ["slice", "auc[classId:0]", "auc[classId:1]", "example_count",
+                             "sparse_categorical_accuracy"]
+  assert table["rows"] == [["overall", "0.9000", "0.8000", "4.0000", "0.7500"],
+                           ["class_name=cats", "-", "-", "2.0000", "0.5000"]]

@@ -197,6 +197,14 @@ def _table(header: list[str], rows: list[list]) -> dict:
   return {"header": header, "rows": rows}
 
 
+def _means_something(slice_name: str, metric: str) -> bool:
+  """Whether `metric` means something on `slice_name`. A class_name slice holds
+  one class, so a one-vs-rest metric there (AUC of class i, "auc[classId:i]") has
+  only positives or only negatives: TFMA writes 0 for it. Its example count and
+  accuracy (that class's recall) do mean something."""
+  return not (slice_name.startswith("class_name=") and "[classId:" in metric)
+
+
 def _tables(data: dict) -> dict:
   """The page's tables: a header and rows of cells ready to show."""
   tables = {}
@@ -237,8 +245,9 @@ def _tables(data: dict) -> dict:
   metrics = evaluation.get("metrics") or {}
   if metrics:
     names = sorted({m for values in metrics.values() for m in values})
-    tables["metrics"] = _table(["slice", *names], [[s, *(_num(v.get(m)) for m in names)]
-                                                   for s, v in metrics.items()])
+    tables["metrics"] = _table(["slice", *names],
+                               [[s, *(_num(v.get(m)) if _means_something(s, m) else "-"
+                                      for m in names)] for s, v in metrics.items()])
   tables["misclassified"] = _table(["file", "true class", "predicted class", "probability"],
                                    [[p["path"], p["true_class"], p["predicted_class"],
                                      f"{p['probability']:.4f}"]
