@@ -7,15 +7,13 @@ becomes the baseline, and the model stays on disk to inspect or restore.
 """
 from __future__ import annotations
 
-import json
 import posixpath
 
 import tensorflow as tf
 
-from components.blessing import read_verdict
-from components.data_facts import report_path
 from components.serving import served_versions
 from pipeline import runs
+from pipeline.run_result import RunResult, read_result
 
 ROLLED_BACK = "rolled-back-"
 
@@ -86,35 +84,18 @@ def _outcome(run: runs.PipelineRun, pushed: bool) -> str:
   return "partial"  # e.g. the statistics-only first pass that infers a schema
 
 
-def run_row(run: runs.PipelineRun, served: dict[int, str], rolled_back: dict[int, str]) -> dict:
+def run_row(result: RunResult, served: dict[int, str], rolled_back: dict[int, str]) -> dict:
   """One run's line of the history, as plain values (None: not known)."""
-  row = {"run_id": run.run_id, "spans": None, "num_examples": None, "accuracy": None,
-         "baseline_accuracy": None, "baseline_version": None, "blessed": None,
-         "pushed_version": None, "version_status": None}
-  examples = run.artifact("ImageExampleGen", "examples")
-  if examples is not None:
-    row["num_examples"] = runs.int_property(examples, "num_examples", None)
-    if tf.io.gfile.exists(report_path(examples.uri)):
-      with tf.io.gfile.GFile(report_path(examples.uri)) as f:
-        report = json.load(f)
-      row["spans"] = report.get("spans") or None
-      row["num_examples"] = report.get("num_examples", row["num_examples"])
-  blessing = run.artifact("BlessingGate", "blessing")
-  verdict = blessing and read_verdict(blessing.uri)
-  if verdict:
-    row.update(accuracy=verdict["accuracy"], baseline_accuracy=verdict.get("baseline_accuracy"),
-               baseline_version=verdict.get("served_version"), blessed=verdict["blessed"])
-  pushed = run.artifact("Pusher", "pushed_model")
-  # A cached Pusher pushed nothing in this run: its artifact is an earlier run's push.
-  pushed_now = (pushed is not None and run.nodes["Pusher"].state == "ran"
-                and runs.int_property(pushed, "pushed") == 1)
-  if pushed_now:
-    version = pushed.custom_properties["pushed_version"].string_value
-    row["pushed_version"] = int(version) if version.isdigit() else version
-    if isinstance(row["pushed_version"], int):
-      row["version_status"] = version_status(row["pushed_version"], served, rolled_back)
-  row["outcome"] = _outcome(run, pushed_now)
-  return row
+  verdict = result.verdict or {}
+  pushed_version = result.pushed_version if result.pushed_now else None
+  return {"run_id": result.run_id, "spans": (result.ingestion or {}).get("spans") or None,
+          "num_examples": result.num_examples, "accuracy": verdict.get("accuracy"),
+          "baseline_accuracy": verdict.get("baseline_accuracy"),
+          "baseline_version": verdict.get("served_version"), "blessed": verdict.get("blessed"),
+          "pushed_version": pushed_version,
+          "version_status": version_status(pushed_version, served, rolled_back)
+          if isinstance(pushed_version, int) else None,
+          "outcome": _outcome(result.run, result.pushed_now)}
 
 
 def history(metadata_path: str, model_dir: str) -> list[dict]:
@@ -122,7 +103,7 @@ def history(metadata_path: str, model_dir: str) -> list[dict]:
   in `model_dir` (<serving dir>/<model name>)."""
   store = runs.open_store(metadata_path)
   served, rolled_back = served_versions(model_dir), rolled_back_versions(model_dir)
-  return [run_row(runs.load_run(store, run_id), served, rolled_back)
+  return [run_row(read_result(runs.load_run(store, run_id)), served, rolled_back)
           for run_id in runs.run_ids(store)]
 
 

@@ -15,6 +15,7 @@ from pipeline import runs
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.cli.summary import summarize
+from pipeline.run_result import read_result
 from pipeline.local_runner import run_pipeline
 from pipeline.cli.report import write_report
 from conftest import (CLASS_COLORS, SHARED_FLOWERS, SHARED_WEIGHTS, TINY_VGG, image_bytes,
@@ -54,7 +55,7 @@ def test_three_classes_end_to_end_with_an_inferred_schema(tmp_path):
                         / "verdict.json").read_text())
   assert verdict["blessed"], verdict
   assert [c["rule"] for c in verdict["checks"]] == ["balanced accuracy", "class recall"]
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert "-> BLESSED" in summary and "passed balanced accuracy" in summary
   served = pathlib.Path(config.serving_dir) / "garden-birds"
   (version,) = [p for p in served.iterdir() if p.name.isdigit()]
@@ -69,7 +70,7 @@ def test_three_classes_end_to_end_with_an_inferred_schema(tmp_path):
   assert prediction["predicted_class"] == "birds"
 
   # The report's confusion matrix is 3x3 and counts every test photo.
-  report = write_report(config, run, tmp_path / "report")
+  report = write_report(config, read_result(run), tmp_path / "report")
   data_json = json.loads((report.parent / "report.json").read_text())
   matrix = data_json["evaluation"]["confusion_matrix"]
   assert len(matrix) == 3 and all(len(row) == 3 for row in matrix)
@@ -117,7 +118,7 @@ def test_a_model_that_ignores_a_minority_class_is_not_blessed(tmp_path):
   assert failed["class recall"] == "recall below 0.2 for rare (0.0000)"
   assert "balanced accuracy 0.5000 vs 0.7500 needed" in failed["balanced accuracy"]
   assert not (pathlib.Path(config.serving_dir) / config.model_name).exists()
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert "-> NOT BLESSED" in summary and "FAILED class recall: recall below 0.2 for rare" in summary
 
 
@@ -165,7 +166,7 @@ def test_flowers_end_to_end_with_offline_weights(tmp_path):
       "train.phase1_epochs": 10, "train.phase2_epochs": 2, "train.unfreeze": "20"})
   lines = []
   run = run_pipeline(config, echo=lines.append)
-  print("\n".join(lines + summarize(config, run)))
+  print("\n".join(lines + summarize(config, read_result(run))))
   assert config.pipeline_name == "flowers"
   assert any(line.startswith("Schema created: ") for line in lines)
   report = json.loads(tf.io.gfile.GFile(os.path.join(

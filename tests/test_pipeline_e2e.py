@@ -11,6 +11,7 @@ from components.data_gate import DataAnomaliesError
 from pipeline import runs
 from pipeline.config import load_config
 from pipeline.cli.summary import summarize
+from pipeline.run_result import read_result
 from pipeline.local_runner import run_pipeline
 from components.evaluation import read_accuracy
 from components.data_facts import report_path
@@ -49,7 +50,7 @@ def test_full_run_records_artifacts_and_pushes_a_model(tiny_run):
   assert len(versions) == 1
   assert (pathlib.Path(config.serving_dir) / config.model_name / versions[0] /
           "saved_model.pb").exists()
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert "BLESSED" in summary and "rejected train/cats/broken.jpg" in summary
 
 
@@ -69,7 +70,7 @@ def test_an_unblessed_model_leaves_the_serving_folder_alone(tiny_run, tmp_path):
                                                "evaluate.accuracy_threshold": 1.0})
   assert runs.int_property(run.artifact("BlessingGate", "blessing"), "blessed") == 0
   assert _versions(config) == _versions(tiny_run[0])
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert "NOT BLESSED" in summary and "FAILED accuracy: test accuracy" in summary
 
 
@@ -78,7 +79,7 @@ def test_a_model_worse_than_the_baseline_is_not_blessed(tiny_run, tmp_path):
   config, run = _rerun(tiny_run, tmp_path, **{"train.phase1_epochs": 1,
                                                "train.phase2_epochs": 0})
   assert run.nodes["Trainer"].state == "ran"
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert "NOT BLESSED" in summary, summary
   assert "FAILED baseline: test accuracy" in summary
   assert "vs the served model's 1.0000" in summary
@@ -109,7 +110,7 @@ def test_short_fine_tune_on_real_photos_with_offline_weights(tmp_path):
       "train.unfreeze": "20", "evaluate.accuracy_threshold": 0.7,
       "evaluate.min_gain_over_chance": 0.4})
   run = run_pipeline(config, echo=print)
-  print("\n".join(summarize(config, run)))
+  print("\n".join(summarize(config, read_result(run))))
   with open(report_path(run.artifact("ImageExampleGen", "examples").uri)) as f:
     report = json.load(f)
   assert {s: sum(c.values()) for s, c in report["examples"].items()} == {
@@ -126,7 +127,7 @@ def test_phase2_is_skipped_when_the_head_alone_fits_the_photos(tiny_run, tmp_pat
   history = json.loads((model_dir / "history.json").read_text())
   training = json.loads((model_dir / "training_summary.json").read_text())
   assert {r["phase"] for r in history} == {1} and training["exported"]["phase"] == 1
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert f"Training: {config.train.base_model} at {config.train.image_size} px\n" in summary
   assert "Training phase 2: skipped, the head alone reached" in summary
   assert "above train.phase2_max_accuracy 0" in summary
@@ -169,7 +170,7 @@ def test_a_fine_tune_that_never_beats_the_head_alone_is_not_exported(tiny_run, t
   assert sum(r["phase"] == 2 for r in history) >= 1
   assert (kept["phase"], kept["epoch"]) == (1, best_phase1["epoch"])
   assert kept["val_accuracy"] == best_phase1["val_accuracy"]
-  summary = "\n".join(summarize(config, run))
+  summary = "\n".join(summarize(config, read_result(run)))
   assert f"Exported: phase 1 epoch {best_phase1['epoch']}" in summary
   # The exported weights are that epoch's: they score its validation accuracy again.
   from components.evaluation import predict_examples

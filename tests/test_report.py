@@ -4,6 +4,9 @@ import json
 import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 from click.testing import CliRunner
 import numpy as np
@@ -16,9 +19,11 @@ from pipeline import runs
 from pipeline.cli import main
 from pipeline.config import load_config
 from pipeline.cli.predict import load_serving_model, predict_files
+from pipeline.run_result import read_result
 from conftest import (CLASS_COLORS, SHARED_WEIGHTS, TINY_VGG, image_bytes, make_dataset,
                       requires_shared, tiny_overrides)
 
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # whole pipeline runs and experiments (make test-fast leaves them out)
 
 
@@ -66,6 +71,27 @@ def test_report_shows_the_run_as_its_artifacts_record_it(tiny_run, tmp_path):
   assert f"<td>run id</td><td>{run.run_id}</td>" in html
   assert model.uri in html and "<td>base model</td><td>vgg16</td>" in html
   assert "<td>train.unfreeze</td><td>block5_conv1</td>" in html
+
+
+def test_report_from_another_folder_reads_the_whole_run(tiny_run, tmp_path):
+  """A cron job or a shell elsewhere: `finetune report --outputs ABS` finds every artifact."""
+  config, run = tiny_run
+  outputs = tmp_path / "out"
+  shutil.copytree(config.output_dir, outputs)  # the report goes inside: leave the shared run be
+  elsewhere = tmp_path / "elsewhere"
+  elsewhere.mkdir()
+  result = subprocess.run(
+      [sys.executable, "-m", "pipeline.cli", "report", "--outputs", str(outputs)],
+      cwd=elsewhere, capture_output=True, text=True, timeout=600,
+      env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_USE_LEGACY_KERAS": "1"})
+  assert result.returncode == 0, result.stdout + result.stderr
+  page = outputs / config.pipeline_name / "reports" / run.run_id.replace(":", "-") / "index.html"
+  assert f"Report: {page}" in result.stdout
+  html = page.read_text()
+  assert not re.search(r"(Training|Ingestion|The Evaluator) did not (run|finish)", html)
+  assert "<td>train/cats/broken.jpg</td><td>not an image" in html  # ingestion
+  assert "curves.png" in html and "BLESSED: test accuracy" in html  # training, evaluation
+  assert not list(elsewhere.iterdir())  # nothing written where it started
 
 
 def test_report_of_a_missing_run_is_a_clear_error(tiny_run):
@@ -162,7 +188,7 @@ def test_gallery_lists_exactly_the_misclassified_test_photos(experiment, tmp_pat
   from pipeline.cli.report import write_report
   exp_config = experiment_config(config)
   run = runs.load_run(runs.open_store(exp_config.metadata_path))
-  page = write_report(exp_config, run, tmp_path / "report")
+  page = write_report(exp_config, read_result(run), tmp_path / "report")
   report = json.loads((page.parent / "report.json").read_text())
 
   # Predictions made here another way: raw files from disk through `predict_images`.

@@ -12,6 +12,7 @@ from components.trainer.tflite import predict_pixels
 from pipeline.cli import main
 from pipeline.config import with_overrides
 from pipeline.cli.summary import summarize
+from pipeline.run_result import read_result
 from pipeline.local_runner import run_pipeline
 
 pytestmark = pytest.mark.slow  # whole pipeline runs (make test-fast leaves them out)
@@ -31,7 +32,7 @@ def test_a_float16_model_travels_with_the_pushed_version(tiny_run, tmp_path):
   # Half-precision weights: the same answers on the same test photos, give or take a photo.
   assert abs(on_device["accuracy"] - card["accuracy"]) <= 1 / 8
   assert any(line.startswith("On-device model (TFLite float16)")
-             for line in summarize(with_tflite, run))
+             for line in summarize(with_tflite, read_result(run)))
   # `finetune predict` runs it with the served model's pre-processing: the same answers.
   photo = sorted((pathlib.Path(with_tflite.data.root) / "test" / "dogs").iterdir())[0]
   answers = {}

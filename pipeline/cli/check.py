@@ -13,12 +13,12 @@ import tempfile
 import tensorflow as tf
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from components.data_gate import DataAnomaliesError, read_anomalies
+from components.data_gate import DataAnomaliesError
 from components.image_example_gen import DataLayoutError, detect_layout
-from components.data_facts import report_path
 from pipeline import runs
 from pipeline.config import PipelineConfig, with_overrides
-from pipeline.cli.summary import data_lines
+from pipeline.cli.summary import anomaly_text, data_lines
+from pipeline.run_result import read_result
 from pipeline.local_runner import run_stages
 from pipeline.pipeline import DATA_CHECK, STATISTICS
 from pipeline.schema import read_schema
@@ -68,17 +68,7 @@ def stopped_ingestion_lines(error: Exception, show: int = 20) -> list[str]:
   """What ingestion counted before it stopped the run (too thin to train), as
   the summary shows it: TFX removed its outputs, the report rode on the error."""
   report = getattr(error, "report", None)
-  if not report:
-    return []
-  lines = [f"Data: {report['num_examples']} examples, {report['num_rejected']} files "
-           f"rejected, {report['num_ignored']} ignored ({report['data_root']})"]
-  for split, counts in report["examples"].items():
-    lines.append(f"  {split:<10} {sum(counts.values()):>6}  " +
-                 ", ".join(f"{name} {n}" for name, n in counts.items()))
-  lines += [f"  rejected {r['path']}: {r['reason']}" for r in report["rejected"][:show]]
-  if report["num_rejected"] > show:
-    lines.append(f"  ... and {report['num_rejected'] - show} more")
-  return lines
+  return data_lines(report, show) if report else []
 
 
 def check(config: PipelineConfig, echo) -> int:
@@ -103,27 +93,25 @@ def check(config: PipelineConfig, echo) -> int:
         echo(line)
       echo(f"Run stopped: {e}", err=True)
       return 2
-    run = runs.load_run(runs.open_store(checked.metadata_path))
-    examples = run.artifact("ImageExampleGen", "examples")
-    echo("\n".join(data_lines(examples.uri, show=10**6)))
-    with tf.io.gfile.GFile(report_path(examples.uri)) as f:
-      report = json.load(f)
+    result = read_result(runs.load_run(runs.open_store(checked.metadata_path)))
+    report = result.ingestion
+    echo("\n".join(data_lines(report, show=10**6)))
     for ignored in report["ignored"]:
       echo(f"  ignored {ignored}")
     same = [r for r in report["rejected"] if r["reason"].startswith(SAME_PHOTO)]
     echo(f"Same photo more than once: {len(same)} files left out (listed above; under two "
          "classes every copy goes, under one class the first stays)" if same
          else "Same photo more than once: none")
+    examples = result.run.artifact("ImageExampleGen", "examples")
     split_names = json.loads(examples.properties["split_names"].string_value)
     echo("Sizes and formats:")
-    echo("\n".join(size_lines(run.artifact("StatisticsGen", "statistics").uri, split_names)))
+    echo("\n".join(size_lines(result.run.artifact("StatisticsGen", "statistics").uri,
+                              split_names)))
     if not has_schema:
       echo(f"Anomalies: not checked: no schema for {config.pipeline_name} yet "
            f"(the first run infers one into {config.inferred_schema_path})")
     else:
-      anomalies = run.artifact("ExampleValidator", "anomalies")
-      found = read_anomalies(anomalies.uri, anomalies.properties["split_names"].string_value)
-      echo(f"Anomalies against {schema}: " + ("none" if not found else "\n  " + "\n  ".join(found)))
+      echo(f"Anomalies against {schema}: " + anomaly_text(result.anomalies))
   if stopped:
     echo(f"Run stopped: {stopped}", err=True)
     return 2

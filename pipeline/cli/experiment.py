@@ -8,7 +8,6 @@ Experiment models are never blessed against, nor pushed to, the served model.
 from __future__ import annotations
 
 import csv
-import json
 import pathlib
 import time
 
@@ -39,9 +38,8 @@ def _root_cause(error: BaseException) -> str:
 
 def _result_row(value: str, run: runs.PipelineRun) -> dict:
   from components.evaluation import read_accuracy
-  from components.trainer.train import SUMMARY_FILE
-  model_dir = pathlib.Path(run.artifact("Trainer", "model").uri)
-  summary = json.loads((model_dir / SUMMARY_FILE).read_text())
+  from pipeline.run_result import read_result
+  summary = read_result(run).training
   phases = summary["phases"]
   kept = summary["exported"]  # the epoch whose weights were exported, either phase
   return {

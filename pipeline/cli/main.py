@@ -85,8 +85,9 @@ def recorded_run_options(command):
 def report(config, run, report_dir, echo):
   """Write the HTML report of a finished run: curves, confusion matrix, mistakes, data."""
   from pipeline.cli.report import write_report
+  from pipeline.run_result import read_result
   echo(f"Writing the report of run {run.run_id} ...")
-  echo(f"Report: {write_report(config, run, report_dir)}")
+  echo(f"Report: {write_report(config, read_result(run), report_dir)}")
 
 
 @main.command()

@@ -1,9 +1,8 @@
 """`finetune report`: one HTML page (plus PNGs) showing how a run went.
 
-Everything on the page is read back from the run's artifacts through ML
-Metadata: the ingestion report, ExampleValidator's anomalies, the Trainer's
-history and summary, TFMA's metrics and confusion matrix, the blessing and the
-push. The misclassified gallery comes from running the trained model's
+Everything on the page is the run's RunResult (pipeline/run_result.py): the
+ingestion report, ExampleValidator's anomalies, the Trainer's history and
+summary, TFMA's metrics and confusion matrix, the blessing and the push. The misclassified gallery comes from running the trained model's
 `serving_default` signature over the test split, as TFMA did.
 """
 from __future__ import annotations
@@ -22,8 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipeline import runs  # noqa: E402
 from pipeline.config import PipelineConfig  # noqa: E402
+from pipeline.run_result import RunResult  # noqa: E402
 
 EMA_FACTOR = 0.8
 THUMBNAIL_SIDE = 160
@@ -40,15 +39,7 @@ def smooth(values: list[float], factor: float = EMA_FACTOR) -> list[float]:
   return smoothed
 
 
-# ---------------------------------------------------------------- reading the run
-
-def _read_json(path: str):
-  import tensorflow as tf
-  if not tf.io.gfile.exists(path):
-    return None
-  with tf.io.gfile.GFile(path) as f:
-    return json.load(f)
-
+# ---------------------------------------------------------------- the run's data
 
 def precision_recall(matrix: list[list[int]], class_names: list[str]) -> dict:
   counts = np.array(matrix)
@@ -61,14 +52,10 @@ def precision_recall(matrix: list[list[int]], class_names: list[str]) -> dict:
   return table
 
 
-def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
+def collect(config: PipelineConfig, result: RunResult) -> dict:
   """Everything the page shows, as plain data (also written as report.json)."""
-  from components.data_gate import read_anomalies
-  from components.blessing import read_verdict
-  from components.evaluation import predict_examples, read_confusion_matrix, read_metrics
-  from components.data_facts import report_path
-  from components.trainer.train import HISTORY_FILE, SUMMARY_FILE
-
+  from components.evaluation import predict_examples
+  run = result.run
   data: dict = {"pipeline_name": config.pipeline_name, "run_id": run.run_id,
                 "components": {n: {"state": r.state, "seconds": round(r.seconds, 1)}
                                for n, r in run.nodes.items()},
@@ -77,31 +64,19 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
                               for key, artifacts in r.outputs.items()}}
   examples = run.artifact("ImageExampleGen", "examples")
   if examples is not None:
-    data["ingestion"] = _read_json(report_path(examples.uri))
-  anomalies = run.artifact("ExampleValidator", "anomalies")
-  if anomalies is not None:
-    data["anomalies"] = read_anomalies(anomalies.uri,
-                                       anomalies.properties["split_names"].string_value)
-  drift = run.artifact("SpanDrift", "drift")
-  if drift is not None:  # the newest span against the previous one, in the same list
-    data.setdefault("anomalies", []).extend(
-        read_anomalies(drift.uri, drift.properties["split_names"].string_value))
+    data["ingestion"] = result.ingestion
+  if result.anomalies is not None or result.drift is not None:
+    # The newest span against the previous one, in the same list.
+    data["anomalies"] = (result.anomalies or []) + (result.drift or [])
   model = run.artifact("Trainer", "model")
   if model is not None:
-    data["history"] = _read_json(os.path.join(model.uri, HISTORY_FILE))
-    data["training"] = _read_json(os.path.join(model.uri, SUMMARY_FILE))
-  evaluation = run.artifact("Evaluator", "evaluation")
-  blessing = run.artifact("BlessingGate", "blessing")
-  if evaluation is not None and data.get("training"):
-    class_names = data["training"]["class_names"]
-    matrix = read_confusion_matrix(evaluation.uri, len(class_names))
-    data["evaluation"] = {
-        "metrics": read_metrics(evaluation.uri, "candidate"),
-        "confusion_matrix": matrix,
-        "per_class": precision_recall(matrix, class_names) if matrix else None,
-    }
+    data["history"], data["training"] = result.history, result.training
+  if result.evaluation is not None:
+    matrix = result.evaluation["confusion_matrix"]
+    data["evaluation"] = dict(result.evaluation, per_class=precision_recall(
+        matrix, result.training["class_names"]) if matrix else None)
     # The rules this run applied and how the candidate fared, not today's config.
-    data["blessing"] = read_verdict(blessing.uri) if blessing is not None else None
+    data["blessing"] = result.verdict
     if examples is not None:
       predictions = predict_examples(os.path.join(model.uri, "Format-Serving"),
                                      os.path.join(examples.uri, "Split-test"))
@@ -109,9 +84,8 @@ def collect(config: PipelineConfig, run: runs.PipelineRun) -> dict:
       data["test_predictions"] = len(predictions)
       # Worst first: the most confident mistakes.
       data["misclassified"] = sorted(wrong, key=lambda p: -p["probability"])
-  pushed = run.artifact("Pusher", "pushed_model")
-  if pushed is not None and runs.int_property(pushed, "pushed") == 1:
-    data["pushed_to"] = pushed.custom_properties["pushed_destination"].string_value
+  if result.pushed:
+    data["pushed_to"] = result.pushed_to
   return data
 
 
@@ -275,12 +249,12 @@ def default_report_dir(config: PipelineConfig, run_id: str) -> pathlib.Path:
   return pathlib.Path(config.reports_dir) / run_id.replace(":", "-")
 
 
-def write_report(config: PipelineConfig, run: runs.PipelineRun,
+def write_report(config: PipelineConfig, result: RunResult,
                  output_dir: str | os.PathLike | None = None) -> pathlib.Path:
   """Writes index.html, its PNGs and report.json; returns the HTML file's path."""
-  out = pathlib.Path(output_dir) if output_dir else default_report_dir(config, run.run_id)
+  out = pathlib.Path(output_dir) if output_dir else default_report_dir(config, result.run_id)
   out.mkdir(parents=True, exist_ok=True)
-  data = collect(config, run)
+  data = collect(config, result)
   if data.get("history"):
     plot_curves(data["history"], out / "curves.png")
   evaluation = data.get("evaluation") or {}

@@ -41,6 +41,7 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   from pipeline.cli.summary import summarize
   from pipeline.local_runner import run_pipeline
   from pipeline.cli.report import write_report
+  from pipeline.run_result import read_result
   from pipeline.schema import SchemaError
   echo = console.echo
   seen = freshness.unchanged_since(config, warn=lambda line: echo(line, err=True))
@@ -63,12 +64,14 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   except DataAnomaliesError as e:
     echo(f"Run stopped: {e}", err=True)
     if not no_report:  # the report shows the data summary and the anomalies
-      path = write_report(config, runs.load_run(runs.open_store(config.metadata_path)))
+      path = write_report(config, read_result(
+          runs.load_run(runs.open_store(config.metadata_path))))
       echo(f"Report: {path}", err=True)
     sys.exit(2)
   except KeyboardInterrupt:
     interrupted(echo)
   freshness.record_success(config, result.run_id, spans)
+  result = read_result(result)  # once, for the summary and the report
   echo("\n".join(summarize(config, result)))
   if not no_report:
     echo("Writing the run report ...")

@@ -1,23 +1,13 @@
-"""The end-of-run summary: what a run did, read from its artifacts."""
+"""The end-of-run summary: what a run did, as its RunResult holds it."""
 from __future__ import annotations
 
-import json
-import os
-
-import tensorflow as tf
-
-from components.blessing import read_verdict
-from components.data_facts import report_path
-from components.data_gate import read_anomalies
-from pipeline import runs
 from pipeline.config import PipelineConfig
+from pipeline.run_result import RunResult
 
 
-def data_lines(examples_uri: str, show: int = 20) -> list[str]:
-  """What ingestion made of the photos: counts per split and class, the first
-  `show` rejected files with their reasons."""
-  with tf.io.gfile.GFile(report_path(examples_uri)) as f:
-    report = json.load(f)
+def data_lines(report: dict, show: int = 20, where: str | None = None) -> list[str]:
+  """What ingestion made of the photos (its report): counts per split and class,
+  the first `show` rejected files with their reasons; `where` the report is kept."""
   lines = [f"Data: {report['num_examples']} examples, {report['num_rejected']} files "
            f"rejected, {report['num_ignored']} ignored ({report['data_root']})"]
   spans = report.get("spans") or {}
@@ -28,31 +18,27 @@ def data_lines(examples_uri: str, show: int = 20) -> list[str]:
   for rejected in report["rejected"][:show]:
     lines.append(f"  rejected {rejected['path']}: {rejected['reason']}")
   if report["num_rejected"] > show:
-    lines.append(f"  ... and {report['num_rejected'] - show} more in {report_path(examples_uri)}")
+    lines.append(f"  ... and {report['num_rejected'] - show} more"
+                 + (f" in {where}" if where else ""))
   return lines
 
 
-def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
-  """The end-of-run summary, read from the run's artifacts."""
-  lines = [f"Run {run.run_id} of {config.pipeline_name}"]
-  examples = run.artifact("ImageExampleGen", "examples")
-  if examples is not None:
-    lines += data_lines(examples.uri)
-  anomalies = run.artifact("ExampleValidator", "anomalies")
-  if anomalies is not None:
-    found = read_anomalies(anomalies.uri, anomalies.properties["split_names"].string_value)
-    lines.append("Anomalies: " + ("none" if not found else "\n  " + "\n  ".join(found)))
-  drift = run.artifact("SpanDrift", "drift")
-  if drift is not None and "compared" in drift.custom_properties:
-    found = read_anomalies(drift.uri, drift.properties["split_names"].string_value)
-    lines.append(f"Drift ({drift.custom_properties['compared'].string_value}): "
-                 + ("within the schema's thresholds" if not found
-                    else "\n  " + "\n  ".join(found)))
-  model = run.artifact("Trainer", "model")
-  summary_path = model and os.path.join(model.uri, "training_summary.json")
-  if summary_path and tf.io.gfile.exists(summary_path):
-    with tf.io.gfile.GFile(summary_path) as f:
-      training = json.load(f)
+def anomaly_text(found: list[str], none: str = "none") -> str:
+  return none if not found else "\n  " + "\n  ".join(found)
+
+
+def summarize(config: PipelineConfig, result: RunResult) -> list[str]:
+  """The end-of-run summary."""
+  lines = [f"Run {result.run_id} of {config.pipeline_name}"]
+  if result.ingestion:
+    lines += data_lines(result.ingestion, where=result.ingestion_path)
+  if result.anomalies is not None:
+    lines.append("Anomalies: " + anomaly_text(result.anomalies))
+  if result.drift_compared is not None:
+    lines.append(f"Drift ({result.drift_compared}): "
+                 + anomaly_text(result.drift, "within the schema's thresholds"))
+  training = result.training
+  if training:
     lines.append(f"Training: {training['base_model']} at {training['config']['image_size']} px"
                  + ("" if config.train.image_size else " (chosen from the photos' sizes)"))
     for phase, info in training["phases"].items():
@@ -65,8 +51,7 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
       lines.append(f"Exported: phase {kept['phase']} epoch {kept['epoch']}, the best on "
                    f"validation (val_accuracy {kept.get('val_accuracy', float('nan')):.4f}, "
                    f"val_loss {kept.get('val_loss', float('nan')):.4f})")
-  blessing = run.artifact("BlessingGate", "blessing")
-  verdict = blessing and read_verdict(blessing.uri)
+  verdict = result.verdict
   if verdict:
     lines.append(f"Evaluation on the test split: accuracy {verdict['accuracy']:.4f}, "
                  f"balanced accuracy {verdict['balanced_accuracy']:.4f} -> "
@@ -82,12 +67,8 @@ def summarize(config: PipelineConfig, run: runs.PipelineRun) -> list[str]:
     if on_device:
       lines.append(f"On-device model (TFLite {on_device['kind']}): {on_device['bytes'] / 1e6:.1f} MB, "
                    f"test accuracy {on_device['accuracy']:.4f}")
-  pushed = run.artifact("Pusher", "pushed_model")
-  if pushed is not None:
-    if runs.int_property(pushed, "pushed") == 1:
-      destination = pushed.custom_properties["pushed_destination"].string_value
-      lines.append(f"Pushed: {destination}")
-    else:
-      lines.append(f"Not pushed: {config.serving_dir}/{config.model_name} is unchanged")
+  if result.pushed is not None:
+    lines.append(f"Pushed: {result.pushed_to}" if result.pushed
+                 else f"Not pushed: {config.serving_dir}/{config.model_name} is unchanged")
   lines.append(f"Artifacts: {config.pipeline_root}  metadata: {config.metadata_path}")
   return lines
