@@ -97,9 +97,16 @@ def test_settings_that_would_fail_later_are_refused_at_once(tmp_path, overrides,
     _valid(tmp_path, **overrides).validate()
 
 
-def test_the_largest_sensible_settings_pass(tmp_path):
-  _valid(tmp_path, **{"train.image_size": 1024, "train.batch_size": 4096,
-                      "train.phase1_epochs": 1000, "train.dropout": 0.95}).validate()
+def test_the_largest_sensible_settings_pass_and_one_more_does_not(tmp_path):
+  largest = {"train.image_size": 1024, "train.batch_size": 4096, "train.phase1_epochs": 1000,
+             "train.dropout": 0.95}
+  train = _valid(tmp_path, **largest).validate().train
+  assert (train.image_size, train.batch_size, train.phase1_epochs, train.dropout) == (
+      1024, 4096, 1000, 0.95)  # kept as given, not clamped
+  for key, value in largest.items():
+    with pytest.raises(ConfigError, match=key):
+      _valid(tmp_path, **{**largest, key: value + (1 if isinstance(value, int) else 0.01)}
+             ).validate()
 
 
 def test_a_nan_setting_is_one_line_with_exit_code_2(tmp_path):
@@ -124,8 +131,12 @@ def test_weights_folder_without_the_base_file(tmp_path):
 
 
 @pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="offline weights not found")
-def test_offline_weights_folder_passes(tmp_path):
-  _valid(tmp_path, **{"train.weights": str(SHARED_WEIGHTS)}).validate()
+def test_offline_weights_folder_passes_for_the_bases_it_holds(tmp_path):
+  config = _valid(tmp_path, **{"train.weights": str(SHARED_WEIGHTS)}).validate()
+  assert config.train.base_model == "mobilenet_v2"
+  # The folder holds MobileNetV2's weights only: it is looked into, not taken on trust.
+  with pytest.raises(ConfigError, match="train.weights: No weights for vgg16 in folder"):
+    with_overrides(config, {"train.base_model": "vgg16"}).validate()
 
 
 @pytest.mark.parametrize("root, name", [

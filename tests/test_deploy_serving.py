@@ -110,9 +110,41 @@ def test_k8s_version_is_bundled():
     assert K8S_VERSION in kubernetes_validate.utils.all_versions()
 
 
-def test_manifests_exist():
-    names = {p.name for p in _manifest_files()}
-    assert {"deployment.yaml", "service.yaml", "pvc.yaml"} <= names
+def test_base_manifests_serve_what_the_pusher_writes(tmp_path):
+    """The Service reaches the pod's TF Serving ports, the pod mounts the PVC at
+    /models, and a push leaves <model name>/<version>/ below the serving folder:
+    the path TF Serving loads, /models/$MODEL_NAME/<version>, with that folder
+    as the volume's root."""
+    manifests = {p.stem: _load_all(p) for p in _manifest_files()}
+    (deployment,), (service,), (pvc,) = (manifests[n] for n in ("deployment", "service", "pvc"))
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"grpc": 8500, "http": 8501}  # TF Serving's gRPC and REST ports
+    assert {p["targetPort"]: p["port"] for p in service["spec"]["ports"]} == ports
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] in (ports["http"], "http")
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    (models,) = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == "/models"]
+    assert volumes[models]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    env = {e["name"] for e in container["env"]}
+    assert "MODEL_NAME" in env and "MODEL_BASE_PATH" not in env  # the image's /models
+
+    from components.pusher import push
+    from components.serving import served_versions
+    from pipeline.config import load_config
+    config = load_config(None, {"data.root": str(tmp_path / "cats_vs_dogs"),
+                                "output_dir": str(tmp_path / "outputs"),
+                                "train.weights": "none"}).validate()
+    assert config.model_name == DEFAULT_MODEL  # the name the default overlay serves
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"")
+    push(str(model), f"{config.serving_dir}/{config.model_name}", 1700000000)
+    (version,) = served_versions(f"{config.serving_dir}/{config.model_name}").values()
+    assert Path(version).relative_to(config.serving_dir) == Path(DEFAULT_MODEL, "1700000000")
 
 
 @pytest.mark.parametrize("path", _manifest_files(), ids=lambda p: p.name)

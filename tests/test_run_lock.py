@@ -10,6 +10,7 @@ import time
 import pytest
 
 from pipeline.run_lock import EX_TEMPFAIL, LOCK_FILE, RunLocked, run_lock
+from pipeline.run_lock import holder as lock_holder
 
 # Another `finetune run`, as the OS sees it: a process that takes the lock and sleeps.
 HOLDER = """
@@ -88,16 +89,20 @@ def test_a_killed_holder_leaves_the_file_but_not_the_lock(tmp_path):
 
 
 def test_the_lock_is_per_run_dir_and_reusable(tmp_path):
-  holder = _holder(tmp_path / "cats", 30)
+  cats, dogs = tmp_path / "cats", tmp_path / "dogs"
+  holder = _holder(cats, 30)
   try:
-    with run_lock(str(tmp_path / "dogs"), 0):  # another pipeline runs alongside
-      pass
+    with run_lock(str(dogs), 0) as info:  # another pipeline runs alongside
+      assert info["pid"] == os.getpid() == lock_holder(str(dogs / LOCK_FILE))["pid"]
+      assert lock_holder(str(cats / LOCK_FILE))["pid"] == holder.pid
+    assert lock_holder(str(dogs / LOCK_FILE)) == {}  # released: no holder left behind
   finally:
     holder.kill()
     holder.wait()
   for _ in range(2):  # released on exit, taken again
-    with run_lock(str(tmp_path / "cats"), 0):
-      pass
+    with run_lock(str(cats), 0):
+      assert lock_holder(str(cats / LOCK_FILE))["pid"] == os.getpid()
+    assert lock_holder(str(cats / LOCK_FILE)) == {}
 
 
 def test_a_bucket_run_dir_is_locked_on_this_machine(tmp_path, monkeypatch):
