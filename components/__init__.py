@@ -12,3 +12,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # allocator hands large activations back to the OS after every step, and the
 # page faults to get them again cost as much time as the convolutions.
 os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+
+
+def __getattr__(name):
+  # On Kubeflow, TFX imports a custom artifact type by its type name, which it
+  # requires to be "<namespace>.<Class>": components.DataChange.
+  if name == "DataChange":
+    from components.new_data import DataChange  # pylint: disable=import-outside-toplevel
+    return DataChange
+  raise AttributeError(f"module 'components' has no attribute {name!r}")

@@ -14,7 +14,7 @@ import yaml
 
 from pipeline import storage
 from pipeline.config import PROJECT_ROOT, ConfigError, PipelineConfig
-from pipeline.pipeline import READS_SERVED_MODEL, create_pipeline
+from pipeline.pipeline import NEW_DATA_TASKS, READS_SERVED_MODEL, create_pipeline
 from pipeline.schema import SchemaError, read_schema
 
 PACKAGE_SUFFIXES = (".yaml", ".yml")  # what the KFP client uploads (it refuses .json)
@@ -23,7 +23,9 @@ ENTRYPOINT = ["python", "-m", "pipeline.kfp_executor"]  # TFX's, with input type
 # would not bust ImageExampleGen's cache (TFX's input fingerprint comes from
 # a driver hook that backend does not run), nor a changed served model
 # BlessingGate's. They read the world outside the pipeline: never cached.
-READS_OUTSIDE = ("ImageExampleGen",) + READS_SERVED_MODEL
+READS_OUTSIDE = ("ImageExampleGen",) + READS_SERVED_MODEL + NEW_DATA_TASKS
+# The tasks that run only when NewDataCheck says so, as one sub-DAG (see _gate_in_one_dag).
+GATED_DAG = "WhenNewData"
 
 
 def trainer_resources(config: PipelineConfig):
@@ -69,6 +71,53 @@ def _s3_access(config: PipelineConfig, spec: dict) -> dict | None:
       for name in sorted(executors)}}}}}
 
 
+def _gate_in_one_dag(spec: dict) -> None:
+  """Moves the tasks TFX compiled with a trigger policy (tfx.dsl.Cond) into one
+  sub-DAG that carries the policy instead.
+
+  KFP's driver resolves a task's inputs before it evaluates the task's condition
+  (backend/src/v2/driver/container.go), so a task after a skipped one fails on
+  inputs that were never written. KFP's own compiler puts the tasks of a
+  condition in a sub-DAG with the policy on the DAG task: the driver evaluates
+  it once (driver/dag.go) and Argo skips the whole DAG
+  (compiler/argocompiler/dag.go, `when: ... != false`). Inside, inputs from
+  outside the DAG become the DAG's inputs (componentInputArtifact), named as
+  TFX names the condition's input, `_<task>.<key>`, so the condition reads as compiled.
+  """
+  tasks = spec["root"]["dag"]["tasks"]
+  gated = {name: task for name, task in tasks.items() if "triggerPolicy" in task}
+  dag_inputs, definitions, conditions = {}, {}, set()
+  for task in gated.values():
+    condition = task.pop("triggerPolicy")["condition"]
+    for key, source in task.get("inputs", {}).get("artifacts", {}).items():
+      output = source.get("taskOutputArtifact", {})
+      if output and output["producerTask"] not in gated:
+        name = f"_{output['producerTask']}.{output['outputArtifactKey']}"
+        # TFX names the condition's input by the task's own key when it has one.
+        condition = condition.replace(f"inputs.artifacts['{key}']", f"inputs.artifacts['{name}']")
+        dag_inputs[name] = {"taskOutputArtifact": dict(output)}
+        producer = spec["components"][tasks[output["producerTask"]]["componentRef"]["name"]]
+        definitions[name] = producer["outputDefinitions"]["artifacts"][output["outputArtifactKey"]]
+        source.clear()
+        source["componentInputArtifact"] = name
+    conditions.add(condition)
+    inside = [t for t in task.get("dependentTasks", []) if t in gated]
+    task.pop("dependentTasks", None)
+    if inside:
+      task["dependentTasks"] = inside
+  if len(conditions) != 1:
+    raise RuntimeError(f"one condition expected for the tasks {sorted(gated)}, got {conditions}")
+  (condition,) = conditions
+  for name in gated:
+    del tasks[name]
+  spec["components"][GATED_DAG] = {"dag": {"tasks": gated},
+                                   "inputDefinitions": {"artifacts": definitions}}
+  tasks[GATED_DAG] = {
+      "taskInfo": {"name": GATED_DAG}, "componentRef": {"name": GATED_DAG},
+      "inputs": {"artifacts": dag_inputs}, "triggerPolicy": {"condition": condition},
+      "dependentTasks": sorted({i["taskOutputArtifact"]["producerTask"] for i in dag_inputs.values()})}
+
+
 def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
   """Writes the package to `output_path`; returns the pipeline spec as a dict."""
   from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner as kfp_runner
@@ -111,8 +160,10 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> dict:
   # runtime config, which `finetune kubeflow submit` and `schedule` fill from
   # here (backend/src/v2/driver/driver.go, RootDAG). KFP's own compiler writes it too.
   spec["defaultPipelineRoot"] = config.pipeline_root
+  _gate_in_one_dag(spec)
+  tasks = {**spec["root"]["dag"]["tasks"], **spec["components"][GATED_DAG]["dag"]["tasks"]}
   for task in READS_OUTSIDE:
-    spec["root"]["dag"]["tasks"][task]["cachingOptions"] = {"enableCache": False}
+    tasks[task]["cachingOptions"] = {"enableCache": False}
   platform_spec = _s3_access(config, spec)
   with open(output_path, "w") as f:
     f.write(f"# {spec['pipelineInfo']['name']}: compiled by `finetune kubeflow compile`\n")

@@ -19,7 +19,8 @@ from tfx.utils import dependency_utils
 from components.image_example_gen import detect_layout
 from pipeline import runs
 from pipeline.config import PipelineConfig, uses_direct_runner
-from pipeline.pipeline import MODEL, READS_SERVED_MODEL, STATISTICS, create_pipeline
+from pipeline.pipeline import (MODEL, NEW_DATA_TASKS, READS_SERVED_MODEL, STATISTICS,
+                               create_pipeline)
 from pipeline.schema import create_schema, read_schema
 
 
@@ -116,13 +117,25 @@ def run_stages(config: PipelineConfig, schema_text: str, schema_source: str,
       create_pipeline(config, schema_text, schema_source, connection))
   for node in list(ir.nodes):
     node_id = node.pipeline_node.node_info.id
-    if stages is not None and node_id not in stages:
+    if node_id in NEW_DATA_TASKS or (stages is not None and node_id not in stages):
       ir.nodes.remove(node)  # only downstream stages go: what runs keeps its inputs
-    elif node_id in READS_SERVED_MODEL:
+      continue
+    if node_id in READS_SERVED_MODEL:
       node.pipeline_node.execution_options.caching_options.enable_cache = False
+    _without_new_data_check(node.pipeline_node)
   progress = _Progress(config.metadata_path, echo)
   progress.start()
   try:
     tfx.orchestration.LocalDagRunner().run_with_ir(ir)
   finally:
     progress.stop()
+
+
+def _without_new_data_check(node) -> None:
+  """`node` without its condition on NewDataCheck: `finetune run` checked before it started."""
+  node.inputs.ClearField("conditionals")
+  for key in [k for k, spec in node.inputs.inputs.items()
+              if any(c.producer_node_query.id in NEW_DATA_TASKS for c in spec.channels)]:
+    del node.inputs.inputs[key]
+  for upstream in [n for n in node.upstream_nodes if n in NEW_DATA_TASKS]:
+    node.upstream_nodes.remove(upstream)

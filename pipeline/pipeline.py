@@ -5,6 +5,11 @@ classes and the training size are found by the tasks when they run
 (components/data_facts.py), and the schema's text is read by the runner. So
 the same definition runs here and compiles for Kubeflow on a machine that
 cannot see the bucket. Which of its stages a run executes is the runner's choice.
+
+Every stage runs only when NewDataCheck finds new photos or settings
+(tfx.dsl.Cond); RecordRun records the finished run (components/new_data.py).
+`finetune run` makes that check before it starts (pipeline/freshness.py), so
+the local runner leaves NEW_DATA_TASKS and their condition out.
 """
 from __future__ import annotations
 
@@ -21,8 +26,10 @@ from components.data_gate import DataGate
 from components.drift import SpanDrift
 from components.evaluation import eval_config
 from components.image_example_gen import ImageExampleGen
+from components.new_data import NEW_DATA, NewDataCheck, RecordRun
 from components.schema_importer import SchemaImporter
 from pipeline.config import PipelineConfig
+from pipeline.freshness import record_path, settings_digest
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 
@@ -33,6 +40,8 @@ MODEL = DATA_CHECK + ("Transform", "Trainer", "Evaluator")  # an experiment's va
 # They judge against, and write to, the served model folder: state outside the
 # pipeline's inputs, so a cached verdict or push would be stale. Never cached.
 READS_SERVED_MODEL = ("BlessingGate", "Pusher")
+# Whether there is anything new, and the record that there was: a run's first and last tasks.
+NEW_DATA_TASKS = ("NewDataCheck", "RecordRun")
 
 
 def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str,
@@ -42,6 +51,26 @@ def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str
   `schema_text`: the dataset's schema (pbtxt) as read from `schema_source`; ""
   before one exists, when a runner runs only the STATISTICS stages to infer it.
   """
+  new_data_check = NewDataCheck(data_root=config.data.root,
+                                settings_digest=settings_digest(config, schema_text),
+                                record_path=record_path(config))
+  with tfx.dsl.Cond(new_data_check.outputs["change"].future()[0].custom_property(NEW_DATA) == 1):
+    stages = _stages(config, schema_text, schema_source)
+    record_run = RecordRun(change=new_data_check.outputs["change"],
+                           examples=stages[0].outputs["examples"],
+                           pushed_model=stages[-1].outputs["pushed_model"],
+                           record_path=record_path(config))
+  return tfx.dsl.Pipeline(
+      pipeline_name=config.pipeline_name,
+      pipeline_root=config.pipeline_root,
+      components=[new_data_check, *stages, record_run],
+      enable_cache=True,
+      metadata_connection_config=metadata_connection_config,
+      beam_pipeline_args=config.beam_pipeline_args)
+
+
+def _stages(config: PipelineConfig, schema_text: str, schema_source: str) -> list:
+  """Ingestion to push, in order: ImageExampleGen first, the Pusher last."""
   example_gen = ImageExampleGen(
       input_base=config.data.root, split_ratios=config.data.split_ratios,
       max_image_side=config.data.max_image_side, spans=config.data.spans)
@@ -109,12 +138,5 @@ def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str
       push_destination=pusher_pb2.PushDestination(
           filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=push_destination)))
   model_pusher.executor_spec = executor_spec.ExecutorClassSpec(pusher.Executor)
-
-  return tfx.dsl.Pipeline(
-      pipeline_name=config.pipeline_name,
-      pipeline_root=config.pipeline_root,
-      components=[example_gen, statistics_gen, schema_gen, example_validator, data_gate,
-                  span_drift, transform, trainer, evaluator, blessing_gate, model_pusher],
-      enable_cache=True,
-      metadata_connection_config=metadata_connection_config,
-      beam_pipeline_args=config.beam_pipeline_args)
+  return [example_gen, statistics_gen, schema_gen, example_validator, data_gate, span_drift,
+          transform, trainer, evaluator, blessing_gate, model_pusher]

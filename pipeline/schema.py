@@ -17,7 +17,7 @@ import pathlib
 
 from pipeline import runs
 from pipeline.config import PipelineConfig
-from pipeline.files import atomic_write_text
+from components.files import atomic_write_text
 
 HEADER = """\
 # Inferred by finetune from the training statistics of {source}.

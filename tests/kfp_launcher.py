@@ -3,6 +3,13 @@
 What it reproduces of the open-source KFP v2 backend (2.5 and later); each rule
 names the backend file it follows (kubeflow/pipelines, backend/src/v2/...):
   * task order: the root DAG's tasks, each after its `dependentTasks`;
+  * sub-DAGs: a task whose component is a `dag` resolves its inputs, then its
+    `triggerPolicy.condition` is evaluated on them (driver/dag.go; CEL over the
+    ExecutorInput, expression/expression.go; only the `metadata[...] == number`
+    form TFX compiles is understood here): false skips the whole DAG
+    (compiler/argocompiler/dag.go, `when: ... != false`), an evaluation error
+    fails it; true runs its tasks in their order, a `componentInputArtifact`
+    being the DAG's input of that name (driver/resolve.go);
   * the pipeline root: the run's runtime config, else the `kfp-launcher`
     ConfigMap's `defaultPipelineRoot`, else minio://mlpipeline/v2/artifacts;
     never the package's own `defaultPipelineRoot` (driver/driver.go RootDAG,
@@ -290,9 +297,10 @@ def secret_env(platform_spec: dict, executor: str, secrets: dict[str, dict[str, 
   return env
 
 
-def dag_order(spec: dict) -> list[str]:
-  """The root DAG's task names, each after the tasks it depends on (ties by name)."""
-  tasks = spec["root"]["dag"]["tasks"]
+def dag_order(spec: dict, tasks: dict | None = None) -> list[str]:
+  """A DAG's task names (the root's by default), each after the tasks it depends on
+  (ties by name)."""
+  tasks = spec["root"]["dag"]["tasks"] if tasks is None else tasks
   done: list[str] = []
   while len(done) < len(tasks):
     ready = sorted(name for name, task in tasks.items() if name not in done
@@ -301,6 +309,55 @@ def dag_order(spec: dict) -> list[str]:
       raise ValueError(f"dependency cycle among {sorted(set(tasks) - set(done))}")
     done.append(ready[0])
   return done
+
+
+def find_task(spec: dict, task_name: str) -> dict:
+  """A task of the root DAG or of any sub-DAG (TFX's task names are unique)."""
+  for dag in [spec["root"]] + list(spec["components"].values()):
+    task = dag.get("dag", {}).get("tasks", {}).get(task_name)
+    if task is not None:
+      return task
+  raise KeyError(task_name)
+
+
+_CONDITION = re.compile(r"\(?inputs\.artifacts\['([^']+)'\]\.artifacts\[(\d+)\]\.metadata"
+                        r"\['([^']+)'\] == (-?[0-9.]+)\)?")
+
+
+def condition_holds(task_name: str, condition: str, artifacts: dict) -> bool:
+  """A trigger policy's condition on resolved input artifacts (expression/expression.go:
+  CEL over the ExecutorInput). Only the form TFX compiles is understood here; a
+  missing artifact or key is an evaluation error, which fails the task."""
+  match = _CONDITION.fullmatch(condition.strip())
+  if not match:
+    raise NotImplementedError(f"condition {condition!r} is beyond this harness")
+  name, index, key, number = match.groups()
+  try:
+    value = artifacts[name]["artifacts"][int(index)]["metadata"][key]
+  except (KeyError, IndexError) as e:
+    raise TaskFailed(task_name, f"condition {condition!r}: evaluation error: no {e}") from None
+  return value == float(number)
+
+
+def _resolve_artifacts(spec: dict, task_name: str, upstream: dict[str, dict],
+                       dag_inputs: dict[str, dict] | None, typed_inputs: bool) -> dict:
+  """A task's input artifacts: a producer's output, or the enclosing DAG's input."""
+  task = find_task(spec, task_name)
+  definitions = spec["components"][task["componentRef"]["name"]].get("inputDefinitions", {})
+  artifacts = {}
+  for name, source in task.get("inputs", {}).get("artifacts", {}).items():
+    artifact_type = (definitions["artifacts"][name]["artifactType"] if typed_inputs
+                     else {"instanceSchema": ""})
+    if "componentInputArtifact" in source:
+      artifacts[name] = copy.deepcopy((dag_inputs or {})[source["componentInputArtifact"]])
+      artifacts[name]["artifacts"][0]["type"] = artifact_type
+      continue
+    producer = source["taskOutputArtifact"]["producerTask"]
+    produced = upstream[producer]["outputs"][source["taskOutputArtifact"]["outputArtifactKey"]]
+    artifacts[name] = {"artifacts": [{
+        "name": produced["name"], "uri": produced["uri"], "type": artifact_type,
+        "metadata": produced["metadata"]}]}
+  return artifacts
 
 
 def _parameter(task_name: str, name: str, source: dict, kind: str | None) -> Any:
@@ -360,28 +417,21 @@ def cache_key(executor_input: dict, container: dict) -> str:
 
 def executor_input(spec: dict, task_name: str, root: str, upstream: dict[str, dict],
                    typed_inputs: bool = False, salt: str | None = None,
-                   publish_logs: bool = True, pod_dir: str | None = None) -> dict:
+                   publish_logs: bool = True, pod_dir: str | None = None,
+                   dag_inputs: dict[str, dict] | None = None) -> dict:
   """The ExecutorInput (as JSON) KFP's driver builds for `task_name`.
 
   `root` is the run's root (run_root), `upstream` maps producer task names to their
   records (see run_task), `salt` the driver's per-execution uuid.
   """
-  task = spec["root"]["dag"]["tasks"][task_name]
+  task = find_task(spec, task_name)
   component = spec["components"][task["componentRef"]["name"]]
   definitions = component.get("inputDefinitions", {})
   parameters = {
       name: _parameter(task_name, name, source,
                        definitions.get("parameters", {}).get(name, {}).get("parameterType"))
       for name, source in task.get("inputs", {}).get("parameters", {}).items()}
-  artifacts = {}
-  for name, source in task.get("inputs", {}).get("artifacts", {}).items():
-    producer = source["taskOutputArtifact"]["producerTask"]
-    produced = upstream[producer]["outputs"][source["taskOutputArtifact"]["outputArtifactKey"]]
-    artifact_type = (definitions["artifacts"][name]["artifactType"] if typed_inputs
-                     else {"instanceSchema": ""})
-    artifacts[name] = {"artifacts": [{
-        "name": produced["name"], "uri": produced["uri"], "type": artifact_type,
-        "metadata": produced["metadata"]}]}
+  artifacts = _resolve_artifacts(spec, task_name, upstream, dag_inputs, typed_inputs)
   # driver/driver.go provisionOutputs: one task root per execution, salted with a uuid
   # (since KFP 2.5, so that retries and reruns never overwrite), outputs named by key.
   task_root = generate_output_uri(root, task_name, salt or str(uuid.uuid4()))
@@ -422,7 +472,7 @@ def run_task(spec: dict, task_name: str, root: str, upstream: dict[str, dict], *
              typed_inputs: bool = False, timeout_s: float = TASK_TIMEOUT_S,
              platform_spec: dict | None = None,
              secrets: dict[str, dict[str, str]] | None = None,
-             publish_logs: bool = True) -> dict:
+             publish_logs: bool = True, dag_inputs: dict[str, dict] | None = None) -> dict:
   """Runs one task as its pod would; returns its record, raises TaskFailed if it fails.
 
   `root` is the run's root (run_root), `store` the launcher's bucket (open_store).
@@ -432,7 +482,7 @@ def run_task(spec: dict, task_name: str, root: str, upstream: dict[str, dict], *
   outputs with nothing at their URI after the upload), skipped_hooks (lifecycle hooks
   KFP's open-source backend skips), cache_key, log and log_tail.
   """
-  task = spec["root"]["dag"]["tasks"][task_name]
+  task = find_task(spec, task_name)
   component = spec["components"][task["componentRef"]["name"]]
   container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
   pod_env = secret_env(platform_spec or {}, component["executorLabel"], secrets or {},
@@ -440,7 +490,7 @@ def run_task(spec: dict, task_name: str, root: str, upstream: dict[str, dict], *
   salt = str(uuid.uuid4())
   pod = pathlib.Path(work_dir) / "pods" / f"{task_name}-{salt}"
   invocation = executor_input(spec, task_name, root, upstream, typed_inputs, salt,
-                              publish_logs, str(pod))
+                              publish_logs, str(pod), dag_inputs)
   pod.mkdir(parents=True)
   log = pod / "executor.log"
 
@@ -541,7 +591,8 @@ def run_package(package_path: str, run_id: str, *, work_dir: str,
                 timeout_s: float = TASK_TIMEOUT_S,
                 secrets: dict[str, dict[str, str]] | None = None,
                 publish_logs: bool = True) -> dict[str, dict]:
-  """Runs every task of the package in DAG order; returns {task name: record}.
+  """Runs every task of the package in DAG order; returns {task name: record}, a
+  sub-DAG's record being {dag, condition, triggered}, its tasks' records after it.
 
   `pipeline_root` plays the run's runtime config (what `finetune kubeflow submit`
   sends), `launcher_config` the `kfp-launcher` ConfigMap's data and `secrets` the
@@ -555,9 +606,22 @@ def run_package(package_path: str, run_id: str, *, work_dir: str,
     store = open_store(s3_session(launcher_config, root), secrets)
   this_run = run_root(root, spec["pipelineInfo"]["name"], run_id)
   records: dict[str, dict] = {}
-  for name in dag_order(spec):
-    records[name] = run_task(spec, name, this_run, records, work_dir=work_dir, store=store,
-                             env=env, typed_inputs=typed_inputs, timeout_s=timeout_s,
-                             platform_spec=platform_spec, secrets=secrets,
-                             publish_logs=publish_logs)
+
+  def run_dag(tasks: dict, dag_inputs: dict | None) -> None:
+    for name in dag_order(spec, tasks):
+      component = spec["components"][tasks[name]["componentRef"]["name"]]
+      if "dag" not in component:
+        records[name] = run_task(spec, name, this_run, records, work_dir=work_dir, store=store,
+                                 env=env, typed_inputs=typed_inputs, timeout_s=timeout_s,
+                                 platform_spec=platform_spec, secrets=secrets,
+                                 publish_logs=publish_logs, dag_inputs=dag_inputs)
+        continue
+      inputs = _resolve_artifacts(spec, name, records, dag_inputs, typed_inputs)
+      condition = tasks[name].get("triggerPolicy", {}).get("condition")
+      triggered = condition_holds(name, condition, inputs) if condition else True
+      records[name] = {"dag": True, "condition": condition, "triggered": triggered}
+      if triggered:
+        run_dag(component["dag"]["tasks"], inputs)
+
+  run_dag(spec["root"]["dag"]["tasks"], None)
   return records

@@ -135,7 +135,7 @@ def test_a_killed_trainers_image_cache_is_removed_by_the_next_one(tmp_path, monk
 
 
 def test_state_files_are_replaced_whole(tmp_path, monkeypatch):
-  from pipeline.files import atomic_write_text
+  from components.files import atomic_write_text
   path = tmp_path / "run" / "schema.pbtxt"
   atomic_write_text(path, "first")
   assert path.read_text() == "first" and oct(path.stat().st_mode & 0o777) == "0o644"

@@ -156,8 +156,8 @@ def task_run(image, store, tmp_path_factory):
 
   spec = kfp_launcher.load_package(str(package))
   platform_spec = kfp_launcher.load_platform_spec(str(package))
-  task = spec["root"]["dag"]["tasks"][TASK]
-  assert not task.get("dependentTasks"), f"{TASK} is expected to be a root task"
+  task = kfp_launcher.find_task(spec, TASK)
+  assert not task.get("dependentTasks"), f"{TASK} is expected to be a first task"
   component = spec["components"][task["componentRef"]["name"]]
   container = spec["deploymentSpec"]["executors"][component["executorLabel"]]["container"]
   assert container["image"] == IMAGE
@@ -165,7 +165,11 @@ def task_run(image, store, tmp_path_factory):
   # The run as `finetune kubeflow submit` creates it: the package's root in its runtime config.
   root = kfp_launcher.run_root(spec["defaultPipelineRoot"], spec["pipelineInfo"]["name"],
                                "image-run")
-  invocation = kfp_launcher.executor_input(spec, TASK, root, {})
+  # It runs in the sub-DAG that NewDataCheck opened: its condition's artifact is an input.
+  change = {"name": "1", "uri": f"{root}/NewDataCheck/check/change",
+            "metadata": {"new_data": 1.0, "run_key": "0" * 64}}
+  invocation = kfp_launcher.executor_input(
+      spec, TASK, root, {}, dag_inputs={"_NewDataCheck.change": {"artifacts": [change]}})
   # The pod's local artifact folders (/s3, /minio, /gcs: where the output file goes) are
   # emptyDir volumes KFP mounts writable for any user; here host folders play them, with
   # the folders the launcher creates before the command runs.

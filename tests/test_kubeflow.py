@@ -58,17 +58,24 @@ def test_the_package_is_a_strict_kfp_2_1_spec_of_the_local_pipeline(compiled):
   spec = _spec(package)
   assert spec.schema_version == "2.1.0"
   assert spec.pipeline_info.name == "cats-vs-dogs"
-  tasks = spec.root.dag.tasks
+  # NewDataCheck, then one sub-DAG of every other task, run only when it finds something new.
+  assert set(spec.root.dag.tasks) == {"NewDataCheck", "WhenNewData"}
+  gated = spec.components["WhenNewData"].dag.tasks
+  tasks = {**spec.root.dag.tasks, **gated}
+  del tasks["WhenNewData"]
   assert f"Compiled cats-vs-dogs: {len(tasks)} tasks, schema 2.1.0 -> {package}" in output
   # The same components and edges as the pipeline the local runner runs.
   local = create_pipeline(config, CATS_VS_DOGS_SCHEMA.read_text(), "schemas/cats-vs-dogs.pbtxt")
   assert set(tasks) == {c.id for c in local.components}
   for component in local.components:
-    assert set(tasks[component.id].dependent_tasks) == {n.id for n in component.upstream_nodes}
+    upstream = {n.id for n in component.upstream_nodes}
+    if component.id in gated:  # NewDataCheck is the sub-DAG's dependency, not its tasks'
+      upstream -= {"NewDataCheck"}
+    assert set(tasks[component.id].dependent_tasks) == upstream, component.id
   assert "latest_blessed_model_resolver" not in tasks
   # Tasks that read the world outside the pipeline are never served from the cache.
   uncached = {name for name, task in tasks.items() if not task.caching_options.enable_cache}
-  assert uncached == {"ImageExampleGen", "BlessingGate", "Pusher"}
+  assert uncached == {"NewDataCheck", "ImageExampleGen", "BlessingGate", "Pusher", "RecordRun"}
 
 
 _STRICT_PARSE = """
@@ -107,7 +114,8 @@ def test_every_task_runs_the_project_image_and_no_resolver(compiled):
   spec = _spec(package)
   deployment = json_format.MessageToDict(spec.deployment_spec)
   executors = deployment["executors"]
-  assert len(executors) == len(spec.root.dag.tasks)
+  # One executor per task: the root's check, and the sub-DAG's tasks.
+  assert len(executors) == 1 + len(spec.components["WhenNewData"].dag.tasks)
   for name, executor in executors.items():
     assert set(executor) == {"container"}, name  # no importer, no resolver
     container = executor["container"]
@@ -128,7 +136,7 @@ def test_settings_reach_the_tasks(compiled):
   assert "s3://mlpipeline/finetune/cats-vs-dogs/pipeline_root" in text
   assert "s3://mlpipeline/finetune/cats-vs-dogs/serving/cats-vs-dogs" in text
   spec = read_package(str(package))[0]
-  schema_param = (spec["root"]["dag"]["tasks"]["SchemaImporter"]["inputs"]["parameters"]
+  schema_param = (spec["components"]["WhenNewData"]["dag"]["tasks"]["SchemaImporter"]["inputs"]["parameters"]
                   ["schema_text"]["runtimeValue"]["constant"])
   assert schema_param == CATS_VS_DOGS_SCHEMA.read_text()
 

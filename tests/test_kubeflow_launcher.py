@@ -37,9 +37,13 @@ from kfp_launcher import TaskFailed
 
 IMAGE = "example/finetune:test"
 PER_SPLIT = {"train": 12, "validation": 4, "test": 4}
-DAG_ORDER = ["ImageExampleGen", "SchemaImporter", "SpanDrift", "StatisticsGen",
-             "ExampleValidator", "DataGate", "Transform", "Trainer", "Evaluator", "BlessingGate",
-             "Pusher"]
+# The root DAG: the check, then one sub-DAG that runs only on new photos or settings.
+ROOT_ORDER = ["NewDataCheck", "WhenNewData"]
+GATED_ORDER = ["ImageExampleGen", "SchemaImporter", "SpanDrift", "StatisticsGen",
+               "ExampleValidator", "DataGate", "Transform", "Trainer", "Evaluator", "BlessingGate",
+               "Pusher", "RecordRun"]
+TASK_ORDER = ["NewDataCheck"] + GATED_ORDER  # the tasks a run with new data runs, in order
+CHANGE = "_NewDataCheck.change"  # the sub-DAG's input, which its condition reads
 REGION = "us-east-1"
 # The namespace's secret the package names; its values are planted to be looked for.
 SECRET_NAME = "finetune-s3"
@@ -128,6 +132,21 @@ def _run(store: Store, package: pathlib.Path, work: pathlib.Path, run_id: str) -
                                   launcher_config=store.launcher_config, secrets=SECRETS)
 
 
+def _tasks(run: dict[str, dict]) -> dict[str, dict]:
+  """A run's task records, without the sub-DAG's own record."""
+  return {name: record for name, record in run.items() if not record.get("dag")}
+
+
+def _log(record: dict) -> str:
+  return pathlib.Path(record["log"]).read_text()
+
+
+def _served_versions(store: Store) -> list[str]:
+  keys = store.client.list_objects_v2(Bucket="mlpipeline", Prefix=SERVING.removeprefix(
+      "s3://mlpipeline/") + "/").get("Contents", [])
+  return sorted({k["Key"].split("/")[4] for k in keys})
+
+
 def _report(store: Store, examples_uri: str) -> dict:
   return json.loads(store.read(f"{examples_uri}/ingestion/report.json"))
 
@@ -157,9 +176,20 @@ def first_run(store, compiled):
 
 @pytest.fixture(scope="module")
 def second_run(store, compiled, first_run):
-  """The same package again, as a schedule would run it: nothing recompiled."""
+  """The same package again after new photos arrived, as a schedule would run it:
+  nothing recompiled."""
   package, _, _, root = compiled
+  for name in ("cats", "dogs"):
+    store.client.put_object(Bucket="photos", Key=f"cats_vs_dogs/train/{name}/second.jpg",
+                            Body=image_bytes(CLASS_COLORS[name], seed=77))
   return _run(store, package, root / "kfp", "run-2")
+
+
+@pytest.fixture(scope="module")
+def third_run(store, compiled, second_run):
+  """Once more with no new photos."""
+  package, _, _, root = compiled
+  return _run(store, package, root / "kfp", "run-3")
 
 
 SERVING = "s3://mlpipeline/finetune/cats-vs-dogs/serving/cats-vs-dogs"
@@ -168,7 +198,13 @@ SERVING = "s3://mlpipeline/finetune/cats-vs-dogs/serving/cats-vs-dogs"
 def test_the_package_runs_in_dag_order_with_the_driver_hook_skipped(compiled):
   package, spec, _, _ = compiled
   assert spec["defaultPipelineRoot"] == "s3://mlpipeline/finetune/cats-vs-dogs/pipeline_root"
-  assert kfp_launcher.dag_order(spec) == DAG_ORDER
+  assert kfp_launcher.dag_order(spec) == ROOT_ORDER
+  gated = spec["components"]["WhenNewData"]["dag"]["tasks"]
+  assert kfp_launcher.dag_order(spec, gated) == GATED_ORDER
+  # The condition sits on the DAG task alone: no task inside waits on a skipped one.
+  assert spec["root"]["dag"]["tasks"]["WhenNewData"]["triggerPolicy"]["condition"] == (
+      f"(inputs.artifacts['{CHANGE}'].artifacts[0].metadata['new_data'] == 1.0)")
+  assert not [name for name, task in gated.items() if "triggerPolicy" in task]
   executors = spec["deploymentSpec"]["executors"]
   hooks = {name: sorted(e["container"].get("lifecycle", {})) for name, e in executors.items()}
   # Only the ExampleGen carries TFX's driver, and the open-source backend never runs it.
@@ -176,9 +212,12 @@ def test_the_package_runs_in_dag_order_with_the_driver_hook_skipped(compiled):
 
 
 def test_every_task_succeeds_and_the_first_push_has_no_baseline(store, first_run):
-  assert list(first_run) == DAG_ORDER
+  assert list(_tasks(first_run)) == TASK_ORDER
+  assert first_run["WhenNewData"]["triggered"] is True
   # Every task exits 0: none aborts after using S3.
-  assert {name: r["returncode"] for name, r in first_run.items()} == dict.fromkeys(DAG_ORDER, 0)
+  assert {name: r["returncode"] for name, r in _tasks(first_run).items()} == dict.fromkeys(
+      TASK_ORDER, 0)
+  assert "No finished run recorded yet: training" in _log(first_run["NewDataCheck"])
   assert first_run["ImageExampleGen"]["skipped_hooks"] == ["preCacheCheck"]
 
   examples = first_run["ImageExampleGen"]["outputs"]["examples"]
@@ -214,7 +253,10 @@ def test_the_pushed_model_predicts_a_class_from_the_bucket(store, first_run, tmp
 
 
 def test_a_second_run_measures_the_served_model_as_its_baseline(store, first_run, second_run):
-  assert {name: r["returncode"] for name, r in second_run.items()} == dict.fromkeys(DAG_ORDER, 0)
+  assert {name: r["returncode"] for name, r in _tasks(second_run).items()} == dict.fromkeys(
+      TASK_ORDER, 0)
+  assert "New photos or settings since the last finished run" in (
+      _log(second_run["NewDataCheck"]))
   first_version = int(first_run["Pusher"]["outputs"]["pushed_model"]["metadata"]["pushed_version"])
   verdict = _verdict(store, second_run)
   assert verdict["served_version"] == first_version
@@ -222,10 +264,23 @@ def test_a_second_run_measures_the_served_model_as_its_baseline(store, first_run
   assert any(c["rule"] == "baseline" for c in verdict["checks"])
 
 
+def test_a_run_with_nothing_new_trains_nothing_and_pushes_nothing(store, second_run, third_run):
+  before = _served_versions(store)
+  assert list(third_run) == ROOT_ORDER and third_run["WhenNewData"]["triggered"] is False
+  assert third_run["NewDataCheck"]["returncode"] == 0
+  # The last task that ran says so in its log.
+  assert re.search(r"No new data: the same photos by the run that finished [0-9-]+ [0-9:]+, "
+                   r"settings unchanged; nothing to retrain or push\.",
+                   _log(third_run["NewDataCheck"])), _log(third_run["NewDataCheck"])
+  assert _served_versions(store) == before and len(before) == 2  # the two earlier pushes
+  record = json.loads(store.read("s3://mlpipeline/finetune/cats-vs-dogs/last_run.json"))
+  assert record["key"] == third_run["NewDataCheck"]["outputs"]["change"]["metadata"]["run_key"]
+
+
 def test_the_keys_reach_no_package_log_or_report(store, compiled, first_run):
   package, _, compile_output, _ = compiled
   places = {"package": package.read_text(), "compile output": compile_output}
-  for name, record in first_run.items():
+  for name, record in _tasks(first_run).items():
     places[f"{name} log"] = pathlib.Path(record["log"]).read_text()
     places[f"{name} executor output"] = json.dumps(record["executor_output"])
   examples = first_run["ImageExampleGen"]["outputs"]["examples"]["uri"]
@@ -247,7 +302,7 @@ def test_without_the_secret_no_task_starts(compiled):
 
 def test_every_task_gets_the_drivers_log_output_and_ignores_it(store, first_run):
   """KFP >= 2.5 adds executor-logs (system.Artifact) to every task; TFX must not see it."""
-  for name, record in first_run.items():
+  for name, record in _tasks(first_run).items():
     outputs = record["executor_input"]["outputs"]["artifacts"]
     logs = outputs[kfp_launcher.LOGS_KEY]["artifacts"][0]
     assert logs["type"] == {"schemaTitle": "system.Artifact"}, name
@@ -275,9 +330,9 @@ def test_inputs_are_downloaded_to_the_pod_and_every_output_is_written(first_run)
   # The launcher records a declared output nobody wrote, and its consumers then download
   # nothing. Some of ours stay empty by design (e.g. Pusher's pushed_model: the model goes
   # to the serving folder; Transform's unused analyzer cache); every consumed one is written.
-  consumed = {a["artifacts"][0]["uri"] for r in first_run.values()
+  consumed = {a["artifacts"][0]["uri"] for r in _tasks(first_run).values()
               for a in r["executor_input"]["inputs"]["artifacts"].values()}
-  empty = {(name, key) for name, r in first_run.items() for key in r["unwritten_outputs"]
+  empty = {(name, key) for name, r in _tasks(first_run).items() for key in r["unwritten_outputs"]
            if r["outputs"][key]["uri"] in consumed}
   assert empty == set()
 
@@ -285,11 +340,14 @@ def test_inputs_are_downloaded_to_the_pod_and_every_output_is_written(first_run)
 def test_new_photos_cannot_hit_a_stale_example_gen_cache(store, compiled):
   """The backend caches on parameters alone; ImageExampleGen is compiled uncached."""
   _, spec, _, _ = compiled
-  task = spec["root"]["dag"]["tasks"]["ImageExampleGen"]
+  task = kfp_launcher.find_task(spec, "ImageExampleGen")
   container = spec["deploymentSpec"]["executors"]["ImageExampleGen_executor"]["container"]
+  change = {CHANGE: {"artifacts": [{"name": "1", "uri": f"{RUN_ROOT}/run-a/NewDataCheck/change",
+                                    "metadata": {"new_data": 1.0}}]}}
 
   def key(run_id):
-    invocation = kfp_launcher.executor_input(spec, "ImageExampleGen", f"{RUN_ROOT}/{run_id}", {})
+    invocation = kfp_launcher.executor_input(spec, "ImageExampleGen", f"{RUN_ROOT}/{run_id}", {},
+                                             dag_inputs=change)
     return kfp_launcher.cache_key(invocation, container)
 
   before = key("run-a")
@@ -318,13 +376,16 @@ def test_a_new_span_is_ingested_without_recompiling(store, tmp_path):
   spec = kfp_launcher.load_package(str(package))
 
   def ingest(run_id: str) -> dict:
-    # ImageExampleGen is a root task: running it alone is what the run would do first.
-    record = kfp_launcher.run_task(
-        spec, "ImageExampleGen", kfp_launcher.run_root(spec["defaultPipelineRoot"],
-                                                      spec["pipelineInfo"]["name"], run_id), {},
-        work_dir=str(tmp_path / "kfp" / run_id), store=store.launcher, secrets=SECRETS,
-        platform_spec=kfp_launcher.load_platform_spec(str(package)))
-    return _report(store, record["outputs"]["examples"]["uri"])
+    # What a run does first: the check, then ingestion in the sub-DAG it opens.
+    root = kfp_launcher.run_root(spec["defaultPipelineRoot"], spec["pipelineInfo"]["name"], run_id)
+    task = dict(work_dir=str(tmp_path / "kfp" / run_id), store=store.launcher, secrets=SECRETS,
+                platform_spec=kfp_launcher.load_platform_spec(str(package)))
+    records = {"NewDataCheck": kfp_launcher.run_task(spec, "NewDataCheck", root, {}, **task)}
+    change = records["NewDataCheck"]["outputs"]["change"]
+    records["ImageExampleGen"] = kfp_launcher.run_task(
+        spec, "ImageExampleGen", root, records, dag_inputs={CHANGE: {"artifacts": [change]}}, **task)
+    assert records["NewDataCheck"]["outputs"]["change"]["metadata"]["new_data"] == 1.0
+    return _report(store, records["ImageExampleGen"]["outputs"]["examples"]["uri"])
 
   report = ingest("span-run-1")
   assert report["num_examples"] == 2 * sum(counts["span-1"].values())

@@ -5,7 +5,8 @@ import os
 import tensorflow as tf
 
 from pipeline.config import load_config
-from pipeline.pipeline import DATA_CHECK, MODEL, READS_SERVED_MODEL, STATISTICS, create_pipeline
+from pipeline.pipeline import (DATA_CHECK, MODEL, NEW_DATA_TASKS, READS_SERVED_MODEL, STATISTICS,
+                               create_pipeline)
 
 
 def test_create_pipeline_opens_no_file_and_needs_no_data(monkeypatch):
@@ -24,7 +25,8 @@ def test_create_pipeline_opens_no_file_and_needs_no_data(monkeypatch):
       patched.setattr(module, name, no_io)
     pipeline = create_pipeline(config, "", "schemas/none.pbtxt")
   # One shape: the runners choose which of its stages run.
-  assert {component.id for component in pipeline.components} == set(MODEL + READS_SERVED_MODEL)
+  assert {component.id for component in pipeline.components} == set(
+      MODEL + READS_SERVED_MODEL + NEW_DATA_TASKS)
   assert set(STATISTICS) < set(DATA_CHECK) < set(MODEL)
 
 

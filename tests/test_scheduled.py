@@ -9,6 +9,8 @@ from click.testing import CliRunner
 import pytest
 
 from conftest import (CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides)
+from components.image_example_gen.fingerprint import data_fingerprint
+from components.new_data import RECORD_FILE
 from pipeline import freshness
 from pipeline.cli import main
 from pipeline.config import load_config
@@ -94,7 +96,7 @@ def test_a_torn_state_file_is_no_previous_run_and_is_rewritten_whole(tmp_path, m
   data = make_dataset(tmp_path / "photos", {"all": 2}, splits=False)
   config = load_config(None, {"data.root": str(data), "output_dir": str(tmp_path / "out"),
                               "train.weights": "none"}).validate()
-  state = tmp_path / "out" / config.pipeline_name / freshness.STATE_FILE
+  state = tmp_path / "out" / config.pipeline_name / RECORD_FILE
   state.parent.mkdir(parents=True)
   freshness.record_success(config, "run-1", [])
   whole = state.read_text()
@@ -127,6 +129,6 @@ def test_odd_files_in_the_photos_do_not_stop_the_no_op_check(tmp_path):
   os.symlink(data / "cats" / "loop.jpg", data / "cats" / "loop.jpg")
   fd = os.open(os.fsencode(data / "cats") + b"/caf\xe9.jpg", os.O_WRONLY | os.O_CREAT)
   os.close(fd)
-  before = freshness.data_fingerprint(str(data))
+  before = data_fingerprint(str(data))
   (data / "cats" / "gone.jpg").write_bytes(b"x")  # the link now leads somewhere: a change
-  assert freshness.data_fingerprint(str(data)) != before
+  assert data_fingerprint(str(data)) != before

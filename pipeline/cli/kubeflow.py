@@ -47,7 +47,7 @@ def _compile_options(command, root_help: str = _ROOT_HELP):
 def compile_command(config, image, pipeline_root, package, console):
   """Compile the pipeline into a KFP v2 package (every `run` option applies)."""
   spec = _compile(config, image, pipeline_root, package)
-  tasks = spec["root"]["dag"]["tasks"]
+  tasks = spec["deploymentSpec"]["executors"]  # one per task, the sub-DAG's included
   console.echo(f"Compiled {spec['pipelineInfo']['name']}: {len(tasks)} tasks, schema "
              f"{spec['schemaVersion']} -> {package}")
 
