@@ -29,9 +29,10 @@ RECORD_FILE = "last_run.json"
 NEW_DATA = "new_data"  # NewDataCheck's verdict on its output artifact: 1 or 0
 
 
-def run_key(data_root: str, settings_digest: str) -> str:
-  """The photos under `data_root` with the settings and schema `settings_digest` stands for."""
-  return hashlib.sha256(f"{data_fingerprint(data_root)}\n{settings_digest}".encode()).hexdigest()
+def run_key(photos: str, settings_digest: str) -> str:
+  """The photos (their data_fingerprint) with the settings and schema `settings_digest`
+  stands for."""
+  return hashlib.sha256(f"{photos}\n{settings_digest}".encode()).hexdigest()
 
 
 def read_record(path: str, warn=None) -> dict | None:
@@ -79,7 +80,7 @@ class DataChange(Artifact):
 def NewDataCheck(change: OutputArtifact[DataChange], data_root: Parameter[str],
                  settings_digest: Parameter[str], record_path: Parameter[str]):
   """Compares this run's key with the last finished run's record."""
-  key = run_key(data_root, settings_digest)
+  key = run_key(data_fingerprint(data_root), settings_digest)
   record = read_record(record_path, warn=lambda line: print(line, flush=True))
   new = not (record and record["key"] == key)
   change.set_int_custom_property(NEW_DATA, int(new))

@@ -14,6 +14,7 @@ import posixpath
 import tensorflow as tf
 
 from components import new_data
+from components.image_example_gen.fingerprint import data_fingerprint
 from pipeline.config import PipelineConfig
 
 
@@ -27,22 +28,30 @@ def record_path(config: PipelineConfig) -> str:
   return posixpath.join(config.run_dir, new_data.RECORD_FILE)
 
 
-def _key(config: PipelineConfig) -> str:
+def photos(config: PipelineConfig) -> str:
+  """The photos as they are now: taken once, before the run, so that photos
+  added while it runs are new to the next one."""
+  return data_fingerprint(config.data.root)
+
+
+def _key(config: PipelineConfig, photos_now: str) -> str:
   schema = (tf.io.gfile.GFile(config.schema_file).read()
             if tf.io.gfile.exists(config.schema_file) else "")
-  return new_data.run_key(config.data.root, settings_digest(config, schema))
+  return new_data.run_key(photos_now, settings_digest(config, schema))
 
 
-def unchanged_since(config: PipelineConfig, warn=None) -> dict | None:
+def unchanged_since(config: PipelineConfig, photos_now: str, warn=None) -> dict | None:
   """The last finished run's record if neither the photos nor the settings
   changed since; None if there is something to do."""
   record = new_data.read_record(record_path(config), warn)
-  return record if record and record["key"] == _key(config) else None
+  return record if record and record["key"] == _key(config, photos_now) else None
 
 
-def record_success(config: PipelineConfig, run_id: str, spans: list[int]) -> None:
-  """Called after a run finished (blessed or not): its inputs are now seen."""
-  new_data.write_record(record_path(config), _key(config), run_id, spans)
+def record_success(config: PipelineConfig, photos_then: str, run_id: str,
+                   spans: list[int]) -> None:
+  """Called after a run finished (blessed or not): the photos it started from,
+  and its settings and schema (a first run's inferred one included), are now seen."""
+  new_data.write_record(record_path(config), _key(config, photos_then), run_id, spans)
 
 
 nothing_new_line = new_data.nothing_new_line

@@ -28,6 +28,14 @@ def _run(data, out):
   return CliRunner().invoke(main, args)
 
 
+def _seen(config, **kwargs):
+  return freshness.unchanged_since(config, freshness.photos(config), **kwargs)
+
+
+def _record(config, run_id):
+  freshness.record_success(config, freshness.photos(config), run_id, [])
+
+
 def _executions(config) -> int:
   return len(runs.open_store(config.metadata_path).get_executions())
 
@@ -73,7 +81,7 @@ def test_spans_arrive_nothing_new_is_a_no_op_and_drift_stops_the_run(tmp_path):
   assert "Run stopped: The newest data drop, span-3, drifted from span-2:" in third.output
   assert re.search(r"\[drift\] feature 'height': .*Jensen-Shannon divergence between current "
                    r"and previous is [0-9.]+ .*above the threshold 0.3", third.output)
-  assert not freshness.unchanged_since(config)  # a stopped run is not "seen": it retries
+  assert not _seen(config)  # a stopped run is not "seen": it retries
 
 
 def test_a_changed_photo_or_setting_is_new_work(tmp_path):
@@ -81,15 +89,20 @@ def test_a_changed_photo_or_setting_is_new_work(tmp_path):
   config = load_config(None, {"data.root": str(data), "output_dir": str(tmp_path / "out"),
                               "train.weights": "none"}).validate()
   (tmp_path / "out" / config.pipeline_name).mkdir(parents=True)
-  assert freshness.unchanged_since(config) is None  # never ran
-  freshness.record_success(config, "run-1", [])
-  assert freshness.unchanged_since(config)["run_id"] == "run-1"
+  assert _seen(config) is None  # never ran
+  _record(config, "run-1")
+  assert _seen(config)["run_id"] == "run-1"
   photo = data / "cats" / "cats.0.jpg"
   photo.write_bytes(photo.read_bytes() + b"\0")  # edited in place
-  assert freshness.unchanged_since(config) is None
-  freshness.record_success(config, "run-2", [])
+  assert _seen(config) is None
+  _record(config, "run-2")
   config.train.phase2_epochs += 1
-  assert freshness.unchanged_since(config) is None
+  assert _seen(config) is None
+  # A photo that arrives while a run is going is new to the next run.
+  before = freshness.photos(config)
+  (data / "cats" / "late.jpg").write_bytes(photo.read_bytes())
+  freshness.record_success(config, before, "run-3", [])
+  assert _seen(config) is None
 
 
 def test_a_torn_state_file_is_no_previous_run_and_is_rewritten_whole(tmp_path, monkeypatch):
@@ -98,16 +111,16 @@ def test_a_torn_state_file_is_no_previous_run_and_is_rewritten_whole(tmp_path, m
                               "train.weights": "none"}).validate()
   state = tmp_path / "out" / config.pipeline_name / RECORD_FILE
   state.parent.mkdir(parents=True)
-  freshness.record_success(config, "run-1", [])
+  _record(config, "run-1")
   whole = state.read_text()
   state.write_text(whole[: len(whole) // 2])  # a run killed while writing it, before the fix
   warnings = []
-  assert freshness.unchanged_since(config, warn=warnings.append) is None
+  assert _seen(config, warn=warnings.append) is None
   assert warnings == [f"Warning: {state} is unreadable (JSONDecodeError); treating it as no "
                       "previous run"]
 
   # A write that fails half way leaves the previous file as it was.
-  freshness.record_success(config, "run-2", [])
+  _record(config, "run-2")
   import os
   real_fsync = os.fsync
 
@@ -116,9 +129,9 @@ def test_a_torn_state_file_is_no_previous_run_and_is_rewritten_whole(tmp_path, m
 
   monkeypatch.setattr(os, "fsync", disk_full)
   with pytest.raises(OSError):
-    freshness.record_success(config, "run-3", [])
+    _record(config, "run-3")
   monkeypatch.setattr(os, "fsync", real_fsync)
-  assert freshness.unchanged_since(config)["run_id"] == "run-2"
+  assert _seen(config)["run_id"] == "run-2"
   assert [p.name for p in state.parent.iterdir()] == [state.name]  # no temporary left behind
 
 

@@ -44,7 +44,8 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   from pipeline.run_result import read_result
   from pipeline.schema import SchemaError
   echo = console.echo
-  seen = freshness.unchanged_since(config, warn=lambda line: echo(line, err=True))
+  photos = freshness.photos(config)
+  seen = freshness.unchanged_since(config, photos, warn=lambda line: echo(line, err=True))
   if seen:  # a scheduled run with no new photos: one line, nothing touched
     echo(freshness.nothing_new_line(seen))
     return
@@ -70,7 +71,7 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
     sys.exit(2)
   except KeyboardInterrupt:
     interrupted(echo)
-  freshness.record_success(config, result.run_id, spans)
+  freshness.record_success(config, photos, result.run_id, spans)
   result = read_result(result)  # once, for the summary and the report
   echo("\n".join(summarize(config, result)))
   if not no_report:
