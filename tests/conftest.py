@@ -29,6 +29,57 @@ REQUIRE_SHARED = os.environ.get("FINETUNE_SHARED_TESTS") == "1"
 PIPELINE_FIXTURES = {"tiny_run", "copied_run", "first_run", "second_run", "compiled"}
 
 
+# `make test` (pytest -n auto --dist loadfile) gives each worker whole files.
+# Started in this order, longest first, the Kubeflow launcher's file (most of
+# the suite's time) starts at once on a worker of its own while the others
+# fill the other workers; then the files that share the `tiny_run` session
+# fixture, together, so that few workers train it. Files not named follow.
+LONGEST_FIRST = (
+    "test_kubeflow_launcher.py", "test_console.py", "test_resume.py", "test_own_photos.py",
+    "test_bad_input_run.py", "test_scheduled.py", "test_bad_input.py", "test_report.py",
+    "test_pipeline_e2e.py", "test_push.py", "test_history.py", "test_predict.py",
+    "test_canary.py", "test_phone_photos.py", "test_tflite.py", "test_ingestion.py",
+)
+
+
+def pytest_xdist_make_scheduler(config, log):
+  """--dist loadfile, longest files first, and a file goes to a worker only
+  once that worker is idle: xdist's own prefetch queued a second file behind
+  the launcher's long tests, where it waited minutes while other workers idled."""
+  if config.getvalue("dist") != "loadfile":
+    return None
+  import collections
+  from xdist.scheduler import LoadFileScheduling
+
+  def rank(scope: str) -> int:
+    name = scope.rsplit("/", 1)[-1]
+    return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+  class LongestFirst(LoadFileScheduling):
+    _ordered = False
+
+    def _assign_work_unit(self, node):
+      if not self._ordered:  # the first time: the queue is complete
+        self.workqueue = collections.OrderedDict(
+            sorted(self.workqueue.items(), key=lambda unit: rank(unit[0])))
+        self._ordered = True
+      super()._assign_work_unit(node)
+
+    def _reschedule(self, node):
+      if node.shutting_down:
+        return
+      if not self.workqueue:
+        node.shutdown()
+        return
+      # A worker runs a test once it knows the next one: with one test left
+      # it is idle, waiting for more.
+      if self._pending_of(self.assigned_work[node]) > 1:
+        return
+      self._assign_work_unit(node)
+
+  return LongestFirst(config, log)
+
+
 def pytest_collection_modifyitems(items):
   for item in items:
     if PIPELINE_FIXTURES & set(item.fixturenames) or item.get_closest_marker("shared_data"):
