@@ -169,3 +169,16 @@ def test_phase1_keeps_its_lowest_loss_epoch_phase2_its_most_accurate():
           {"phase": 2, "epoch": 6, "val_loss": 0.72, "val_accuracy": 0.75}]
   assert best_epoch(rows, 1)["epoch"] == 2
   assert best_epoch(rows, 2)["epoch"] == 5  # the first of equals, as early stopping keeps it
+
+
+def test_features_in_file_order_take_the_shuffled_photos_order():
+  # The Trainer computes base features on photos in file order (no shuffle
+  # buffer of decoded photos), then orders them as make_dataset's shuffle would.
+  import tensorflow as tf
+  from components.trainer.train import SHUFFLE_BUFFER, shuffled_order
+  config = TrainConfig(seed=7)
+  for count in (5, 100):
+    photos = tf.data.Dataset.range(count).map(lambda i: (tf.fill([2], i), i))
+    shuffled = photos.shuffle(SHUFFLE_BUFFER, seed=7, reshuffle_each_iteration=True).batch(8)
+    seen = np.concatenate([labels for _, labels in shuffled.as_numpy_iterator()])
+    np.testing.assert_array_equal(seen, shuffled_order(count, config))
