@@ -171,6 +171,37 @@ def test_phase1_keeps_its_lowest_loss_epoch_phase2_its_most_accurate():
   assert best_epoch(rows, 2)["epoch"] == 5  # the first of equals, as early stopping keeps it
 
 
+@pytest.mark.parametrize("classes", [2, 3])
+def test_micro_batches_make_the_whole_batchs_update(classes):
+  # Phase 2 (components/trainer/train.py) runs each batch as micro-batches for
+  # memory: the weights and the reported metrics must be those of whole batches,
+  # the last, shorter batch (20 = 7 + 7 + 6, in micro-batches of 3) included.
+  import tensorflow as tf
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 255, (20, 32, 32, 3)).astype("float32")
+  labels = (rng.integers(0, 2, (20, 1)).astype("float32") if classes == 2
+            else rng.integers(0, classes, (20,)))
+  data = tf.data.Dataset.from_tensor_slices((images, labels)).batch(7)
+  trained = []
+  for micro_batch in (None, 3):
+    keras.utils.set_random_seed(1)
+    config = TrainConfig(base_model="mobilenet_v2", alpha=0.35, weights="none", image_size=32,
+                         flip=False, rotation=0, zoom=0, translation=0, dropout=0)
+    model = model_lib.build_model(config, classes)
+    model_lib.unfreeze_top(model, "all", "mobilenet_v2")
+    model_lib.compile_for_phase(model, "adam", 1e-3, classes)
+    if micro_batch:
+      model.train_step = model_lib.micro_batch_train_step(model, micro_batch)
+    history = model.fit(data, epochs=2, verbose=0).history
+    trained.append((history, model.get_weights()))
+  (whole, whole_weights), (micro, micro_weights) = trained
+  assert whole.keys() == micro.keys() == {"loss", "accuracy"}
+  for key in whole:
+    np.testing.assert_allclose(whole[key], micro[key], rtol=1e-4)
+  for a, b in zip(whole_weights, micro_weights):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+
+
 def test_features_in_file_order_take_the_shuffled_photos_order():
   # The Trainer computes base features on photos in file order (no shuffle
   # buffer of decoded photos), then orders them as make_dataset's shuffle would.

