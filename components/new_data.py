@@ -85,6 +85,9 @@ def NewDataCheck(change: OutputArtifact[DataChange], data_root: Parameter[str],
   new = not (record and record["key"] == key)
   change.set_int_custom_property(NEW_DATA, int(new))
   change.set_string_custom_property("run_key", key)
+  # Also as a file, for whoever opens the artifact: what was compared with what.
+  atomic_write_text(posixpath.join(change.uri, "change.json"), json.dumps(
+      {NEW_DATA: new, "run_key": key, "last_run": record}, indent=1))
   print(nothing_new_line(record) if not new else
         "New photos or settings since the last finished run: training" if record else
         "No finished run recorded yet: training", flush=True)
