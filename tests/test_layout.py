@@ -125,6 +125,8 @@ def test_odd_files_are_listed_and_each_read_gives_its_reason(tmp_path):
   _odd_files(root / "cats")
   (root / "cats" / "nested").mkdir()
   (root / "cats" / "nested" / "up").symlink_to(root)  # nested: ignored, never followed
+  import os
+  os.mkfifo(root / "cats" / "pipe.jpg")  # reading it would wait forever
 
   layout = detect_layout(str(root))
   files, ignored = list_split(str(root), str(root), list(layout.class_names))
@@ -141,12 +143,13 @@ def test_odd_files_are_listed_and_each_read_gives_its_reason(tmp_path):
       "cats/loop.jpg": "symbolic link loop: following it never reaches a file",
       "cats/again": "symbolic link loop: it points back to a folder it is in",
       "cats/caf\\xe9.jpg": "file name is not valid UTF-8 (caf\\xe9.jpg); rename it",
+      "cats/pipe.jpg": "not a regular file (a named pipe, socket or device)",
   }
-  assert len(files) == 4 + 4 and ignored == ["cats/nested/up"]
+  assert len(files) == 4 + 5 and ignored == ["cats/nested/up"]
   from components.image_example_gen.layout import files_outside
   assert files_outside(str(tmp_path), [str(root / "dogs")]) == sorted(
       ["cats/cats.0.jpg", "cats/cats.1.jpg", "cats/dangling.jpg", "cats/loop.jpg", "cats/again",
-       "cats/caf\\xe9.jpg", "cats/nested/up"])
+       "cats/caf\\xe9.jpg", "cats/pipe.jpg", "cats/nested/up"])
 
 
 def test_a_class_folder_named_in_another_encoding_stops_naming_it(tmp_path):

@@ -341,7 +341,7 @@ def read_file(listed: ListedFile) -> bytes:
   """The file's bytes. A file that cannot be a photo because of what it is on
   disk raises RejectedImage with the reason: a name that is not UTF-8 (it
   could not be named in the examples or the report), a broken link, a link
-  loop. Other read errors (OSError, tf.errors.OpError) propagate."""
+  loop, a named pipe or device. Other read errors (OSError, tf.errors.OpError) propagate."""
   from components.image_example_gen.images import RejectedImage
   path = listed.path
   if _is_local(path):
@@ -358,5 +358,8 @@ def read_file(listed: ListedFile) -> bytes:
                             "which does not exist") from None
       if os.path.isdir(path):
         raise RejectedImage("symbolic link loop: it points back to a folder it is in") from None
+    # A named pipe or a device would block the read forever, or never end.
+    if not os.path.isfile(path):
+      raise RejectedImage("not a regular file (a named pipe, socket or device)")
   with tf.io.gfile.GFile(path, "rb") as f:
     return f.read()
