@@ -16,7 +16,6 @@ from tfx.dsl.compiler import compiler
 from tfx.orchestration import metadata
 from tfx.utils import dependency_utils
 
-from components.image_example_gen import detect_layout
 from pipeline import runs
 from pipeline.config import PipelineConfig, uses_direct_runner
 from pipeline.pipeline import (MODEL, NEW_DATA_TASKS, READS_SERVED_MODEL, STATISTICS,
@@ -87,12 +86,12 @@ def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
                  ) -> runs.PipelineRun:
   """Runs (or resumes) the pipeline; returns the run as recorded in MLMD.
 
-  The first run over a dataset with no schema runs up to StatisticsGen,
+  `config` is validated (PipelineConfig.validate), and a caller that must
+  stop on a data problem before anything is written has checked the layout
+  (pipeline/cli/run.py does): this re-checks neither. The first run over a dataset with no schema runs up to StatisticsGen,
   infers the schema from those statistics, then runs the whole pipeline;
   ingestion and statistics are then reused from the cache.
   """
-  config.validate()
-  detect_layout(config.data.root, config.data.spans)  # a data problem stops the run before anything is written
   os.makedirs(config.run_dir, exist_ok=True)
   echo(f"Pipeline {config.pipeline_name}: data {config.data.root}, outputs {config.run_dir}")
   schema_file = config.schema_file

@@ -173,7 +173,7 @@ def tiny_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("tiny_run")
   data = make_dataset(root / "photos", {"train": 12, "validation": 4, "test": 4})
   (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
-  config = load_config(None, tiny_overrides(data, root / "out", **TINY_VGG))
+  config = load_config(None, tiny_overrides(data, root / "out", **TINY_VGG)).validate()
   return config, run_pipeline(config, echo=lambda line: None)
 
 

@@ -31,7 +31,7 @@ def _own_photos_config(data, out, **extra):
   values = tiny_overrides(data, out, **TINY_VGG, **extra)
   for key in ("data.schema_path", "evaluate.min_gain_over_chance", "evaluate.min_class_recall"):
     del values[key]
-  return load_config(None, values)
+  return load_config(None, values).validate()
 
 
 def test_three_classes_end_to_end_with_an_inferred_schema(tmp_path):
@@ -163,7 +163,7 @@ def test_flowers_end_to_end_with_offline_weights(tmp_path):
   config = load_config(None, {
       "data.root": str(SHARED_FLOWERS), "output_dir": str(tmp_path / "out"),
       "train.weights": str(SHARED_WEIGHTS), "train.alpha": 0.35,
-      "train.phase1_epochs": 10, "train.phase2_epochs": 2, "train.unfreeze": "20"})
+      "train.phase1_epochs": 10, "train.phase2_epochs": 2, "train.unfreeze": "20"}).validate()
   lines = []
   run = run_pipeline(config, echo=lines.append)
   print("\n".join(lines + summarize(config, read_result(run))))

@@ -59,7 +59,7 @@ def _rerun(tiny_run, tmp_path, **overrides):
   config, _ = tiny_run
   shutil.copytree(config.output_dir, tmp_path / "out")
   new_config = load_config(None, tiny_overrides(config.data.root, tmp_path / "out",
-                                                **{**TINY_VGG, **overrides}))
+                                                **{**TINY_VGG, **overrides})).validate()
   return new_config, run_pipeline(new_config, echo=lambda line: None)
 
 
@@ -89,7 +89,7 @@ def test_a_model_worse_than_the_baseline_is_not_blessed(tiny_run, tmp_path):
 def test_anomalies_stop_the_run_before_training(tmp_path):
   data = make_dataset(tmp_path / "photos", {"train": 3, "validation": 1, "test": 1},
                       classes=("birds", "cats", "dogs"))
-  config = load_config(None, tiny_overrides(data, tmp_path / "out"))
+  config = load_config(None, tiny_overrides(data, tmp_path / "out")).validate()
   with pytest.raises(Exception) as raised:
     run_pipeline(config, echo=lambda line: None)
   message = str(raised.value)
@@ -108,7 +108,7 @@ def test_short_fine_tune_on_real_photos_with_offline_weights(tmp_path):
       "train.weights": str(SHARED_WEIGHTS), "train.alpha": 0.35, "train.image_size": 96,
       "train.max_train_examples": 400, "train.phase1_epochs": 2, "train.phase2_epochs": 1,
       "train.unfreeze": "20", "evaluate.accuracy_threshold": 0.7,
-      "evaluate.min_gain_over_chance": 0.4})
+      "evaluate.min_gain_over_chance": 0.4}).validate()
   run = run_pipeline(config, echo=print)
   print("\n".join(summarize(config, read_result(run))))
   with open(report_path(run.artifact("ImageExampleGen", "examples").uri)) as f:

@@ -66,7 +66,7 @@ def run_experiment(config: PipelineConfig, kind: str, values: list[str], echo=pr
   for i, value in enumerate(values, 1):
     echo(f"=== Variant {i}/{len(values)}: {setting}={value}")
     try:
-      variant = with_overrides(base_config, {setting: value})
+      variant = with_overrides(base_config, {setting: value}).validate()
       run = run_pipeline(variant, echo=echo, experiment=True)
       rows.append(_result_row(value, run))
     except KeyboardInterrupt:
