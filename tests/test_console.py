@@ -23,7 +23,7 @@ FOREIGN = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IWEF] |^[IWEF]\d{4
 OURS = re.compile(r"^(\[\d\d:\d\d:\d\d\] \w+ |Pipeline |Ingestion: |Training phase \d|Run |Data: "
                   r"|Anomalies: |Training: "
                   r"|Exported: |Evaluation on |Pushed: |Not pushed: |Artifacts: |Writing the run "
-                  r"|Report: |Log: |  )")
+                  r"|Report: |Log: |Memory: |  )")
 
 
 def finetune(*args: str) -> subprocess.CompletedProcess:
@@ -55,6 +55,7 @@ def test_a_run_prints_only_its_own_lines(quiet_run):
   assert [line for line in lines if not OURS.match(line)] == []
   assert any(line.startswith("Training phase 2 epoch 1/1: loss ") for line in lines)
   assert any(line.endswith("BLESSED") for line in lines)
+  assert any(re.fullmatch(r"Memory: peak \d+\.\d GB", line) for line in lines)
 
 
 def test_the_log_file_holds_the_libraries_output(quiet_run):
@@ -86,3 +87,20 @@ def test_a_stopped_run_shows_why_on_the_terminal(tmp_path):
   assert result.returncode == 2
   assert result.stderr.startswith("Run stopped: "), result.stderr
   assert not any(FOREIGN.search(line) for line in result.stderr.splitlines())
+
+
+def test_a_machine_short_of_memory_is_warned_with_the_setting_that_lowers_it(tmp_path):
+  from pipeline.cli.run import memory_needed_gb, memory_warning
+  from pipeline.config import load_config
+  config = load_config(None, {"data.root": str(tmp_path), "train.weights": "none"}).validate()
+  needed = memory_needed_gb(config)
+  assert memory_warning(config, int(needed * 1e9) + 1) is None
+  warning = memory_warning(config, int(1.5e9))
+  assert warning == (f"Warning: 1.5 GB of memory is free and this run may take {needed:.1f} GB; "
+                     "close other programs, or lower it with --set train.image_size=192, or "
+                     "--set train.phase2_epochs=0 (train the new head only)")
+  # Each way out it names does lower what the run needs.
+  for setting in ({"train.image_size": 192}, {"train.phase2_epochs": 0}):
+    smaller = load_config(None, {"data.root": str(tmp_path), "train.weights": "none",
+                                 **setting}).validate()
+    assert memory_needed_gb(smaller) < needed

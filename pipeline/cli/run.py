@@ -9,6 +9,38 @@ from pipeline.config import PipelineConfig
 from pipeline.cli.console import Console, log_path_for
 
 
+# A whole run's peak resident memory at the defaults (256 px photos), from
+# bench/results/memory-default.json and memory-phase2.json, rounded up. About
+# 1.1 GB is the libraries; the rest grows with the photos' pixels.
+PEAK_GB = {"head only": 2.4, "with phase 2": 3.0}
+LIBRARIES_GB = 1.1
+
+
+def memory_needed_gb(config: PipelineConfig) -> float:
+  side = config.train.image_size or 256  # 0: the size ingestion picks, 256 at most
+  peak = PEAK_GB["with phase 2" if config.train.phase2_epochs > 0 else "head only"]
+  return LIBRARIES_GB + (peak - LIBRARIES_GB) * (side / 256) ** 2
+
+
+def memory_warning(config: PipelineConfig, available_bytes: int) -> str | None:
+  """One line when the machine has less free memory than these settings may take."""
+  needed, free = memory_needed_gb(config), available_bytes / 1e9
+  if free >= needed:
+    return None
+  return (f"Warning: {free:.1f} GB of memory is free and this run may take {needed:.1f} GB; "
+          "close other programs, or lower it with --set train.image_size=192, or "
+          "--set train.phase2_epochs=0 (train the new head only)")
+
+
+def peak_memory_line() -> str:
+  """This process's peak resident memory, or a child's (the serving check) if higher."""
+  import resource
+  unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+  peak = max(resource.getrusage(who).ru_maxrss
+             for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) * unit
+  return f"Memory: peak {peak / 1e9:.1f} GB"
+
+
 def interrupted(echo):
   echo("\nInterrupted. Finished steps are recorded in ML Metadata: run the same "
        "command again to resume from them.", err=True)
@@ -49,6 +81,10 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   if seen:  # a scheduled run with no new photos: one line, nothing touched
     echo(freshness.nothing_new_line(seen))
     return
+  import psutil
+  warning = memory_warning(config, psutil.virtual_memory().available)
+  if warning:
+    echo(warning, err=True)
   console.set_log(log_path_for(config.run_dir, "run"))
   try:
     result = run_pipeline(config, echo=echo)
@@ -74,6 +110,7 @@ def _run_locked(config: PipelineConfig, no_report: bool, spans: list[int], conso
   freshness.record_success(config, photos, result.run_id, spans)
   result = read_result(result)  # once, for the summary and the report
   echo("\n".join(summarize(config, result)))
+  echo(peak_memory_line())
   if not no_report:
     echo("Writing the run report ...")
     echo(f"Report: {write_report(config, result)}")
