@@ -108,6 +108,7 @@ class Executor(tfx_pusher.Executor):
         output_dict[standard_component_specs.PUSHED_MODEL_KEY])
     if not self.CheckBlessing(input_dict):
       self._MarkNotPushed(model_push)
+      _record_push(model_push, None)
       return
     destination = pusher_pb2.PushDestination()
     proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY],
@@ -142,3 +143,12 @@ class Executor(tfx_pusher.Executor):
 
     target = push(model_dir, base_dir, version, prepare)
     self._MarkPushed(model_push, pushed_destination=target, pushed_version=str(version))
+    _record_push(model_push, target)
+
+
+def _record_push(model_push, target: str | None) -> None:
+  """What was pushed, in the PushedModel artifact itself (the model is in the
+  serving folder): a file for whoever opens it, and for a launcher that
+  uploads what a task wrote."""
+  io_utils.write_string_file(posixpath.join(model_push.uri, "push.json"), json.dumps(
+      {"pushed": target is not None, "destination": target}))

@@ -328,8 +328,8 @@ def test_inputs_are_downloaded_to_the_pod_and_every_output_is_written(first_run)
   output_file = trainer["executor_input"]["outputs"]["outputFile"]
   assert re.fullmatch(f"{trainer['pod']}/s3/.*/Trainer/{UUID}/output_metadata.json", output_file)
   # The launcher records a declared output nobody wrote, and its consumers then download
-  # nothing. Some of ours stay empty by design (e.g. Pusher's pushed_model: the model goes
-  # to the serving folder; Transform's unused analyzer cache); every consumed one is written.
+  # nothing. Some of ours stay empty by design (e.g. Transform's unused analyzer cache);
+  # every consumed one is written (the Pusher's pushed_model holds push.json for RecordRun).
   consumed = {a["artifacts"][0]["uri"] for r in _tasks(first_run).values()
               for a in r["executor_input"]["inputs"]["artifacts"].values()}
   empty = {(name, key) for name, r in _tasks(first_run).items() for key in r["unwritten_outputs"]
