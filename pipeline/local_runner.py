@@ -11,9 +11,9 @@ import threading
 import time
 
 import tensorflow as tf
-from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler
 from tfx.orchestration import metadata
+from tfx.orchestration.local.local_dag_runner import LocalDagRunner
 from tfx.utils import dependency_utils
 
 from pipeline import runs
@@ -125,7 +125,7 @@ def run_stages(config: PipelineConfig, schema_text: str, schema_source: str,
   progress = _Progress(config.metadata_path, echo)
   progress.start()
   try:
-    tfx.orchestration.LocalDagRunner().run_with_ir(ir)
+    LocalDagRunner().run_with_ir(ir)
   finally:
     progress.stop()
 

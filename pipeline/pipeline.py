@@ -16,8 +16,10 @@ from __future__ import annotations
 import dataclasses
 
 import tensorflow_data_validation as tfdv
-from tfx import v1 as tfx
+from tfx.components import Evaluator, ExampleValidator, Pusher, StatisticsGen, Trainer, Transform
 from tfx.dsl.components.base import executor_spec
+from tfx.dsl.experimental.conditionals.conditional import Cond
+from tfx.orchestration.pipeline import Pipeline
 from tfx.proto import pusher_pb2, trainer_pb2, transform_pb2
 
 from components import pusher, runtime_config
@@ -45,7 +47,7 @@ NEW_DATA_TASKS = ("NewDataCheck", "RecordRun")
 
 
 def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str,
-                    metadata_connection_config=None) -> tfx.dsl.Pipeline:
+                    metadata_connection_config=None) -> Pipeline:
   """Builds fresh component objects each call (TFX's DSL registry forbids reuse).
 
   `schema_text`: the dataset's schema (pbtxt) as read from `schema_source`; ""
@@ -54,13 +56,13 @@ def create_pipeline(config: PipelineConfig, schema_text: str, schema_source: str
   new_data_check = NewDataCheck(data_root=config.data.root,
                                 settings_digest=settings_digest(config, schema_text),
                                 record_path=record_path(config))
-  with tfx.dsl.Cond(new_data_check.outputs["change"].future()[0].custom_property(NEW_DATA) == 1):
+  with Cond(new_data_check.outputs["change"].future()[0].custom_property(NEW_DATA) == 1):
     stages = _stages(config, schema_text, schema_source)
     record_run = RecordRun(change=new_data_check.outputs["change"],
                            examples=stages[0].outputs["examples"],
                            pushed_model=stages[-1].outputs["pushed_model"],
                            record_path=record_path(config))
-  return tfx.dsl.Pipeline(
+  return Pipeline(
       pipeline_name=config.pipeline_name,
       pipeline_root=config.pipeline_root,
       components=[new_data_check, *stages, record_run],
@@ -74,13 +76,13 @@ def _stages(config: PipelineConfig, schema_text: str, schema_source: str) -> lis
   example_gen = ImageExampleGen(
       input_base=config.data.root, split_ratios=config.data.split_ratios,
       max_image_side=config.data.max_image_side, spans=config.data.spans)
-  statistics_gen = tfx.components.StatisticsGen(
+  statistics_gen = StatisticsGen(
       examples=example_gen.outputs["examples"],
       # Sketches count the most frequent values in bounded memory; exact
       # counting grouped every photo's bytes (2.8 GB for 13,500 photos, 0.8 GB with sketches).
       stats_options=tfdv.StatsOptions(use_sketch_based_topk_uniques=True))
   schema_gen = SchemaImporter(schema_text=schema_text, schema_source=schema_source)
-  example_validator = tfx.components.ExampleValidator(
+  example_validator = ExampleValidator(
       statistics=statistics_gen.outputs["statistics"],
       schema=schema_gen.outputs["schema"])
   data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
@@ -91,7 +93,7 @@ def _stages(config: PipelineConfig, schema_text: str, schema_source: str) -> lis
 
   # train.image_size 0: the size ingestion picks from the photos (components/runtime_config.py).
   train_config = {**dataclasses.asdict(config.train), "tflite": config.serving.tflite}
-  transform = tfx.components.Transform(
+  transform = Transform(
       examples=example_gen.outputs["examples"],
       schema=schema_gen.outputs["schema"],
       preprocessing_fn="components.transform.preprocessing_fn",
@@ -103,7 +105,7 @@ def _stages(config: PipelineConfig, schema_text: str, schema_source: str) -> lis
   transform.add_upstream_node(data_gate)  # no training on data with anomalies
   transform.add_upstream_node(span_drift)  # nor on a data drop that drifted
 
-  trainer = tfx.components.Trainer(
+  trainer = Trainer(
       run_fn="components.trainer.train.run_fn",
       examples=example_gen.outputs["examples"],
       transform_graph=transform.outputs["transform_graph"],
@@ -112,7 +114,7 @@ def _stages(config: PipelineConfig, schema_text: str, schema_source: str) -> lis
       eval_args=trainer_pb2.EvalArgs(splits=[VALIDATION]),
       custom_config=train_config)
 
-  evaluator = tfx.components.Evaluator(
+  evaluator = Evaluator(
       examples=example_gen.outputs["examples"],
       model=trainer.outputs["model"],
       example_splits=[TEST],
@@ -132,7 +134,7 @@ def _stages(config: PipelineConfig, schema_text: str, schema_source: str) -> lis
       accuracy_threshold=config.evaluate.accuracy_threshold,
       max_accuracy_drop=config.evaluate.max_accuracy_drop)
 
-  model_pusher = tfx.components.Pusher(
+  model_pusher = Pusher(
       model=trainer.outputs["model"],
       model_blessing=blessing_gate.outputs["blessing"],
       push_destination=pusher_pb2.PushDestination(

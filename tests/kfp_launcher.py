@@ -54,8 +54,11 @@ names the backend file it follows (kubeflow/pipelines, backend/src/v2/...):
     input artifact names, output artifact specs without URIs, image,
     command + args), so tests can tell what a cached KFP run would reuse.
 
-What it does not: no container or image (the executor runs in this
-interpreter, cwd = the repository root, as /opt/finetune is in the image), no
+What it does not: no container or image (the executor runs with this
+interpreter, cwd = the repository root, as /opt/finetune is in the image; a
+`python -m` command is forked from an interpreter that has already imported
+TensorFlow and TFX, tests/warm_python.py says what that keeps of a fresh
+process, and FINETUNE_FRESH_TASKS=1 starts each afresh instead), no
 MLMD, no caching (every task runs), no lifecycle hooks (the `preCacheCheck`
 driver is skipped, as the open-source backend skips it), no resource
 requests, object storage is s3:// only (one client, from the ConfigMap's
@@ -70,6 +73,7 @@ how to get schema"); `typed_inputs=True` gives them the consumer's declared type
 """
 from __future__ import annotations
 
+import atexit
 import copy
 import hashlib
 import json
@@ -83,6 +87,8 @@ import uuid
 from typing import Any
 
 import yaml
+
+from warm_python import WarmPython
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TASK_TIMEOUT_S = 1200
@@ -467,6 +473,29 @@ def _tail(text: str) -> str:
   return "\n".join(text.splitlines()[-LOG_TAIL_LINES:])
 
 
+_warm_python = None
+
+
+def _execute(argv: list[str], env: dict[str, str], log: pathlib.Path,
+             timeout_s: float) -> int | None:
+  """Runs the command with its output (stdout and stderr) in `log`; its exit code, None
+  if killed after `timeout_s`. Python commands run forked from a warm interpreter
+  (tests/warm_python.py) unless FINETUNE_FRESH_TASKS=1."""
+  global _warm_python
+  if WarmPython.handles(argv) and os.environ.get("FINETUNE_FRESH_TASKS") != "1":
+    if _warm_python is None:
+      _warm_python = WarmPython({**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                                 "TF_USE_LEGACY_KERAS": "1"})
+      atexit.register(_warm_python.close)
+    return _warm_python.run(argv, env, str(REPO_ROOT), str(log), timeout_s)
+  with log.open("w") as output:
+    try:
+      return subprocess.run(argv, cwd=REPO_ROOT, env=env, stdout=output,
+                            stderr=subprocess.STDOUT, timeout=timeout_s).returncode
+    except subprocess.TimeoutExpired:
+      return None
+
+
 def run_task(spec: dict, task_name: str, root: str, upstream: dict[str, dict], *,
              work_dir: str, store: ObjectStore | None = None, env: dict | None = None,
              typed_inputs: bool = False, timeout_s: float = TASK_TIMEOUT_S,
@@ -535,16 +564,12 @@ def run_task(spec: dict, task_name: str, root: str, upstream: dict[str, dict], *
                  **{e["name"]: e.get("value", "") for e in container.get("env", [])},
                  **pod_env, **(env or {})}
   start = time.monotonic()
-  try:
-    result = subprocess.run(argv, cwd=REPO_ROOT, env=process_env, capture_output=True,
-                            text=True, timeout=timeout_s)
-    returncode, text = result.returncode, result.stdout + result.stderr
-  except subprocess.TimeoutExpired as e:
-    returncode = None
-    text = ((e.stdout or b"").decode(errors="replace") + (e.stderr or b"").decode(errors="replace")
-            + f"\n[harness] killed after {timeout_s:.0f}s")
+  returncode = _execute(argv, process_env, log, timeout_s)
   seconds = time.monotonic() - start
-  log.write_text(text)
+  text = log.read_text(errors="replace")
+  if returncode is None:
+    text += f"\n[harness] killed after {timeout_s:.0f}s"
+    log.write_text(text)
   logs = invocation["outputs"]["artifacts"].get(LOGS_KEY)
   if logs:  # launcher_v2.go getLogWriter: the command's output teed to the log artifact
     pathlib.Path(_in_pod(pod, local_path_for_uri(logs["artifacts"][0]["uri"]))).write_text(text)
