@@ -29,16 +29,15 @@ REQUIRE_SHARED = os.environ.get("FINETUNE_SHARED_TESTS") == "1"
 PIPELINE_FIXTURES = {"tiny_run", "copied_run", "first_run", "second_run", "compiled"}
 
 
-# `make test` (pytest -n auto --dist loadfile) gives each worker whole files.
-# Started in this order, longest first, the Kubeflow launcher's file (most of
-# the suite's time) starts at once on a worker of its own while the others
-# fill the other workers; then the files that share the `tiny_run` session
-# fixture, together, so that few workers train it. Files not named follow.
+# `make test` (pytest -n auto --dist loadfile) gives each worker whole files,
+# started in this order, longest first (as measured on two cores): the long
+# ones spread over the workers and the short ones fill in at the end. Files
+# not named follow.
 LONGEST_FIRST = (
-    "test_kubeflow_launcher.py", "test_console.py", "test_resume.py", "test_own_photos.py",
-    "test_bad_input_run.py", "test_scheduled.py", "test_bad_input.py", "test_report.py",
-    "test_pipeline_e2e.py", "test_push.py", "test_history.py", "test_predict.py",
-    "test_canary.py", "test_phone_photos.py", "test_tflite.py", "test_ingestion.py",
+    "test_kubeflow_launcher.py", "test_own_photos.py", "test_pipeline_e2e.py", "test_report.py",
+    "test_console.py", "test_ingestion.py", "test_resume.py", "test_scheduled.py",
+    "test_model.py", "test_bad_input_run.py", "test_canary.py", "test_tflite.py",
+    "test_bad_input.py", "test_check.py", "test_push.py", "test_cli.py",
 )
 
 
@@ -162,19 +161,32 @@ TINY_VGG = {"train.base_model": "vgg16", "train.unfreeze": "block5_conv1",
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def tiny_run(tmp_path_factory, worker_id):
   """One full pipeline run on tiny data, shared by the tests that need a model.
 
   Returns (config, run); the model is blessed (threshold 0) and pushed.
   Tests must not modify its output folder; rerun into a copy instead.
+  Under pytest-xdist the workers share it: the first to need it runs it, the
+  others wait for it and read the run back from its ML Metadata.
   """
+  import fcntl
+  from pipeline import runs
   from pipeline.config import load_config
   from pipeline.local_runner import run_pipeline
-  root = tmp_path_factory.mktemp("tiny_run")
-  data = make_dataset(root / "photos", {"train": 12, "validation": 4, "test": 4})
-  (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
+  base = tmp_path_factory.getbasetemp()
+  root = (base.parent if worker_id != "master" else base) / "tiny_run"
+  root.mkdir(exist_ok=True)
+  data, done = root / "photos", root / "done"
   config = load_config(None, tiny_overrides(data, root / "out", **TINY_VGG)).validate()
-  return config, run_pipeline(config, echo=lambda line: None)
+  with open(root / "lock", "w") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+    if done.exists():
+      return config, runs.load_run(runs.open_store(config.metadata_path))
+    make_dataset(data, {"train": 12, "validation": 4, "test": 4})
+    (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
+    run = run_pipeline(config, echo=lambda line: None)
+    done.touch()
+    return config, run
 
 
 @contextlib.contextmanager

@@ -1,2 +1,16 @@
-from components.image_example_gen.component import ImageExampleGen
-from components.image_example_gen.layout import DataLayoutError, detect_layout
+"""ImageExampleGen: folders of photos into TFRecords.
+
+Its names load on first use: `predict` and `check` want the photo checks
+(images.py, layout.py) without TFX, which takes 8 s to import.
+"""
+
+
+def __getattr__(name):
+  # pylint: disable=import-outside-toplevel
+  if name == "ImageExampleGen":
+    from components.image_example_gen.component import ImageExampleGen
+    return ImageExampleGen
+  if name in ("DataLayoutError", "detect_layout"):
+    from components.image_example_gen import layout
+    return getattr(layout, name)
+  raise AttributeError(f"module 'components.image_example_gen' has no attribute {name!r}")
