@@ -83,6 +83,8 @@ def main(argv: list[str]) -> None:
   if any(storage.S3_SCHEME in arg for arg in argv):
     storage.enable_s3()
   from tfx.orchestration.kubeflow.v2.container import kubeflow_v2_run_executor as tfx_entrypoint
+  from pipeline.beam_dependencies import skip_tfx_sdist_on_direct_runner
+  skip_tfx_sdist_on_direct_runner()
   try:
     argv = without_backend_outputs(with_input_types(argv))
     tfx_entrypoint.main(tfx_entrypoint._parse_flags(argv))  # pylint: disable=protected-access

@@ -14,10 +14,10 @@ import tensorflow as tf
 from tfx.dsl.compiler import compiler
 from tfx.orchestration import metadata
 from tfx.orchestration.local.local_dag_runner import LocalDagRunner
-from tfx.utils import dependency_utils
 
 from pipeline import runs
-from pipeline.config import PipelineConfig, uses_direct_runner
+from pipeline.beam_dependencies import skip_tfx_sdist_on_direct_runner
+from pipeline.config import PipelineConfig
 from pipeline.pipeline import (MODEL, NEW_DATA_TASKS, READS_SERVED_MODEL, STATISTICS,
                                create_pipeline)
 from pipeline.schema import create_schema, read_schema
@@ -67,21 +67,6 @@ class _Progress(threading.Thread):
       self._seen[execution.id] = state
 
 
-def _skip_tfx_sdist_on_direct_runner() -> None:
-  """Before every Beam component TFX packages itself as an sdist (2-3 s) for
-  remote workers to install; workers of the DirectRunner share this environment."""
-  if getattr(dependency_utils.make_beam_dependency_flags, "direct_runner_aware", False):
-    return
-  make_flags = dependency_utils.make_beam_dependency_flags
-
-  def flags(beam_pipeline_args):
-    return (beam_pipeline_args if uses_direct_runner(beam_pipeline_args)
-            else make_flags(beam_pipeline_args))
-
-  flags.direct_runner_aware = True
-  dependency_utils.make_beam_dependency_flags = flags
-
-
 def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
                  ) -> runs.PipelineRun:
   """Runs (or resumes) the pipeline; returns the run as recorded in MLMD.
@@ -110,7 +95,7 @@ def run_pipeline(config: PipelineConfig, echo=print, experiment: bool = False
 def run_stages(config: PipelineConfig, schema_text: str, schema_source: str,
                stages: tuple[str, ...] | None, echo) -> None:
   """Runs create_pipeline's `stages` (None: all of them) with LocalDagRunner."""
-  _skip_tfx_sdist_on_direct_runner()
+  skip_tfx_sdist_on_direct_runner()
   connection = metadata.sqlite_metadata_connection_config(config.metadata_path)
   ir = compiler.Compiler().compile(
       create_pipeline(config, schema_text, schema_source, connection))

@@ -223,6 +223,9 @@ def test_every_task_succeeds_and_the_first_push_has_no_baseline(store, first_run
   assert {name: r["returncode"] for name, r in _tasks(first_run).items()} == dict.fromkeys(
       TASK_ORDER, 0)
   assert "No finished run recorded yet: training" in _log(first_run["NewDataCheck"])
+  # Beam runs in the task (DirectRunner): no task packages TFX for remote workers.
+  assert [name for name, r in _tasks(first_run).items()
+          if "Creating temporary sdist package" in _log(r)] == []
   assert first_run["ImageExampleGen"]["skipped_hooks"] == ["preCacheCheck"]
 
   examples = first_run["ImageExampleGen"]["outputs"]["examples"]

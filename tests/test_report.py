@@ -212,7 +212,8 @@ def test_gallery_lists_exactly_the_misclassified_test_photos(experiment, tmp_pat
 def test_a_base_without_offline_weights_fails_alone(tmp_path):
   """The offline folder holds MobileNetV2 weights only: VGG16 fails, MobileNetV2 still runs."""
   data = make_dataset(tmp_path / "photos", {"train": 6, "validation": 2, "test": 2})
-  overrides = tiny_overrides(data, tmp_path / "out", **{"train.weights": str(SHARED_WEIGHTS)})
+  overrides = tiny_overrides(data, tmp_path / "out", **{"train.weights": str(SHARED_WEIGHTS),
+                                                       "train.phase2_epochs": 0})
   args = ["experiment", "bases", "--bases", "vgg16,mobilenet_v2",
           "--comparison-dir", str(tmp_path / "comparison")]
   args += [f"--set={key}={value}" for key, value in overrides.items() if key != "beam_args"]
