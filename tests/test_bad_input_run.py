@@ -15,7 +15,7 @@ import sys
 from PIL import Image
 import pytest
 
-from conftest import CLASS_COLORS, image_bytes, make_dataset, tiny_overrides
+from conftest import CLASS_COLORS, TINY_VGG, image_bytes, make_dataset, tiny_overrides
 from test_images import bomb_png
 from test_layout import _odd_files
 
@@ -96,7 +96,7 @@ def test_a_run_over_every_kind_of_bad_file_rejects_each_and_pushes_a_model(tmp_p
 
   result = subprocess.run(
       [sys.executable, "-m", "pipeline.cli",
-       *_run_args(tiny_overrides(data, out, **{"train.phase1_epochs": 1,
+       *_run_args(tiny_overrides(data, out, **{**TINY_VGG, "train.phase1_epochs": 1,
                                                "train.phase2_epochs": 0}))],
       capture_output=True, text=True, cwd=REPO_ROOT, timeout=900,
       preexec_fn=_as_a_user_would())
