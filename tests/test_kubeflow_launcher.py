@@ -116,9 +116,9 @@ def finetune(store: Store, *args: str) -> subprocess.CompletedProcess:
                         text=True, env=env, cwd=kfp_launcher.REPO_ROOT, timeout=600)
 
 
-def _compile(store: Store, data_uri: str, package: pathlib.Path) -> subprocess.CompletedProcess:
+def _compile(store: Store, package: pathlib.Path) -> subprocess.CompletedProcess:
   # The tiny MobileNet: what is tested here is the wiring, not what the model learns.
-  settings = tiny_overrides(data_uri, "s3://mlpipeline/finetune", **{
+  settings = tiny_overrides(DATA_URI, "s3://mlpipeline/finetune", **{
       "data.schema_path": str(CATS_VS_DOGS_SCHEMA), "kubeflow.image": IMAGE,
       # The second run pushes too, whatever this untrained model scores against the first.
       "evaluate.max_accuracy_drop": 1.0,
@@ -169,7 +169,7 @@ def compiled(store, tmp_path_factory):
   (data / "train" / "cats" / "broken.jpg").write_bytes(b"not an image")
   store.upload(data, f"{DATA_URI}/span-1")
   package = root / "pipeline.yaml"
-  result = _compile(store, DATA_URI, package)
+  result = _compile(store, package)
   return package, kfp_launcher.load_package(str(package)), result.stdout + result.stderr, root
 
 

@@ -18,6 +18,8 @@ the server's environment, which a task's environment extends (credentials,
 endpoints), and none of them reads those at import; and a library that starts
 threads at import could not be preloaded (the server checks it started none).
 The image test (tests/test_image.py) runs compiled tasks as fresh processes.
+Not multiprocessing's forkserver: its children end with os._exit, skipping the
+interpreter teardown a task's process goes through.
 
 Protocol, one JSON line each way on the server's stdin and stdout: a request
 {"argv", "env", "cwd", "output"} is answered {"pid"} at once and {"status"}
