@@ -241,6 +241,16 @@ def _check_answers(what: str, classes: list[str], expected: list[str],
                         f"in-process prediction {expected[i]!r}")
 
 
+def run_fresh_process(command: list[str], cwd: str, env: dict[str, str]) -> tuple[int, str]:
+  """Runs the worker command in a new interpreter: (exit code, stderr)."""
+  try:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=TIMEOUT_S)
+  except subprocess.TimeoutExpired as e:
+    raise CanaryError(f"canary: the fresh process took over {TIMEOUT_S} s") from e
+  return done.returncode, done.stderr
+
+
 def _run_worker(job: dict, scratch: str) -> dict:
   request, response = os.path.join(scratch, "job.json"), os.path.join(scratch, "answers.json")
   with open(request, "w") as f:
@@ -250,20 +260,16 @@ def _run_worker(job: dict, scratch: str) -> dict:
   env.update({k: v for k, v in os.environ.items() if k.startswith(_PASSED_ENV_PREFIXES)})
   # -I: no PYTHONPATH, no user site, not even this file's folder on sys.path.
   command = [sys.executable, "-I", os.path.abspath(__file__), request, response]
-  try:
-    done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT_S)
-  except subprocess.TimeoutExpired as e:
-    raise CanaryError(f"canary: the fresh process took over {TIMEOUT_S} s") from e
+  returncode, stderr = run_fresh_process(command, scratch, env)
   answers = None
   if os.path.exists(response):
     with open(response) as f:
       answers = json.load(f)
   if answers and "error" in answers:
     raise CanaryError(f"canary: {answers['error']}")
-  if done.returncode != 0 or not answers:
-    lines = [line for line in done.stderr.splitlines() if line.strip()]
-    raise CanaryError(f"canary: the fresh process exited {done.returncode}: "
+  if returncode != 0 or not answers:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    raise CanaryError(f"canary: the fresh process exited {returncode}: "
                       f"{lines[-1] if lines else 'no output'}")
   if answers.get("project_importable"):
     raise CanaryError("canary: project code was importable in the fresh process")

@@ -189,6 +189,44 @@ def tiny_run(tmp_path_factory, worker_id):
     return config, run
 
 
+@pytest.fixture(scope="session", autouse=True)
+def warm_canary():
+  """The serving check's fresh process (components/canary.py) for pipeline
+  runs in this test process, forked from an interpreter that has already
+  imported TensorFlow and tensorflow_serving (tests/warm_python.py, -I): the
+  6 s of imports once per test process, not at every push. Yields the real
+  fresh-process launcher; runs in other processes (Kubeflow tasks, the CLI as
+  a command) and tests that use `fresh_canary` start the worker afresh."""
+  from components import canary
+  from warm_python import WarmPython
+  fresh = canary.run_fresh_process
+  server = WarmPython({"PATH": os.environ.get("PATH", os.defpath), "LANG": "C.UTF-8",
+                       "HOME": os.environ.get("HOME", "/"), "TF_CPP_MIN_LOG_LEVEL": "2"},
+                      isolated=True)
+
+  def run_warm(command: list[str], cwd: str, env: dict[str, str]) -> tuple[int, str]:
+    if not server.handles(command):
+      return fresh(command, cwd, env)
+    log = os.path.join(cwd, "worker.log")
+    code = server.run(command, env, cwd, log, canary.TIMEOUT_S)
+    if code is None:
+      raise canary.CanaryError(f"canary: the fresh process took over {canary.TIMEOUT_S} s")
+    with open(log) as f:
+      return code, f.read()
+
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(canary, "run_fresh_process", run_warm)
+    yield fresh
+  server.close()
+
+
+@pytest.fixture
+def fresh_canary(warm_canary, monkeypatch):
+  """This test's serving checks start a new interpreter, as a push does."""
+  from components import canary
+  monkeypatch.setattr(canary, "run_fresh_process", warm_canary)
+
+
 @contextlib.contextmanager
 def local_s3(buckets=("photos", "mlpipeline")):
   """A local S3 server (moto) on 127.0.0.1 with `buckets`; yields its endpoint URL."""

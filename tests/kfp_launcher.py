@@ -482,11 +482,11 @@ def _execute(argv: list[str], env: dict[str, str], log: pathlib.Path,
   if killed after `timeout_s`. Python commands run forked from a warm interpreter
   (tests/warm_python.py) unless FINETUNE_FRESH_TASKS=1."""
   global _warm_python
-  if WarmPython.handles(argv) and os.environ.get("FINETUNE_FRESH_TASKS") != "1":
-    if _warm_python is None:
-      _warm_python = WarmPython({**os.environ, "PYTHONPATH": str(REPO_ROOT),
-                                 "TF_USE_LEGACY_KERAS": "1"})
-      atexit.register(_warm_python.close)
+  if _warm_python is None:
+    _warm_python = WarmPython({**os.environ, "PYTHONPATH": str(REPO_ROOT),
+                               "TF_USE_LEGACY_KERAS": "1"})
+    atexit.register(_warm_python.close)
+  if _warm_python.handles(argv) and os.environ.get("FINETUNE_FRESH_TASKS") != "1":
     return _warm_python.run(argv, env, str(REPO_ROOT), str(log), timeout_s)
   with log.open("w") as output:
     try:

@@ -66,7 +66,8 @@ def pushed(tiny_run, tmp_path_factory):
   return str(copy), split
 
 
-def test_pushed_model_is_servable_and_carries_replayable_warmup(pushed, record_property):
+def test_pushed_model_is_servable_and_carries_replayable_warmup(pushed, fresh_canary,
+                                                              record_property):
   from tensorflow_serving.apis import prediction_log_pb2
   version, split = pushed
   result = check_servable(version, split, warmup_dir=version, count=8, model_name="cats-vs-dogs")

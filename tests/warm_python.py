@@ -18,6 +18,11 @@ the server's environment, which a task's environment extends (credentials,
 endpoints), and none of them reads those at import; and a library that starts
 threads at import could not be preloaded (the server checks it started none).
 The image test (tests/test_image.py) runs compiled tasks as fresh processes.
+
+The same for `python -I script args...`, the serving check's fresh process
+(components/canary.py; conftest's warm_canary): a server started with -I
+preloads only what that script imports (ISOLATED_PRELOAD), and the child runs
+the script with the isolated sys.path it inherits (no script folder, no cwd).
 Not multiprocessing's forkserver: its children end with os._exit, skipping the
 interpreter teardown a task's process goes through.
 
@@ -40,6 +45,9 @@ import traceback
 # Transform and StatisticsGen add.
 PRELOAD = ("tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor",
            "tf_keras", "tensorflow_transform", "tensorflow_data_validation")
+# What the serving check's worker imports: TensorFlow and tensorflow_serving only.
+ISOLATED_PRELOAD = ("tensorflow", "tensorflow_serving.apis.predict_pb2",
+                    "tensorflow_serving.apis.prediction_log_pb2")
 
 
 def _run_child(request: dict) -> None:
@@ -54,9 +62,12 @@ def _run_child(request: dict) -> None:
     os.dup2(output, 1)
     os.dup2(output, 2)
     os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-    sys.path[0] = cwd
     sys.argv = argv[2:]
-    runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
+    if sys.flags.isolated:  # python -I script
+      runpy.run_path(argv[2], run_name="__main__")
+    else:  # python -m module
+      sys.path[0] = cwd
+      runpy.run_module(argv[2], run_name="__main__", alter_sys=True)
     code = 0
   except SystemExit as e:
     code = e.code
@@ -66,7 +77,7 @@ def _run_child(request: dict) -> None:
 
 
 def serve() -> None:
-  for name in PRELOAD:
+  for name in ISOLATED_PRELOAD if sys.flags.isolated else PRELOAD:
     __import__(name)
   if threading.active_count() != 1:
     raise SystemExit(f"preloading started threads ({threading.enumerate()}): forking is unsafe")
@@ -86,21 +97,21 @@ def serve() -> None:
 
 class WarmPython:
   """A server (started on first use, one per test process) and `run`, which runs one
-  command through it; commands run one at a time."""
+  command through it; commands run one at a time. `isolated`: the server runs
+  `python -I script` commands, else `python -m module` ones."""
 
-  def __init__(self, env: dict[str, str]):
-    self._env = env
+  def __init__(self, env: dict[str, str], isolated: bool = False):
+    self._env, self._flag = env, "-I" if isolated else "-m"
     self._server: subprocess.Popen | None = None
 
-  @staticmethod
-  def handles(argv: list[str]) -> bool:
-    return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m"
+  def handles(self, argv: list[str]) -> bool:
+    return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == self._flag
 
   def _start(self) -> subprocess.Popen:
     if self._server is None or self._server.poll() is not None:
       self._server = subprocess.Popen(
-          [sys.executable, __file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-          env=self._env, text=True, bufsize=1)
+          [sys.executable, *(["-I"] if self._flag == "-I" else []), __file__],
+          stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=self._env, text=True, bufsize=1)
       if json.loads(self._server.stdout.readline() or '{"ready": false}').get("ready") is not True:
         raise RuntimeError("the warm Python server did not start")
     return self._server
