@@ -207,10 +207,11 @@ def test_features_in_file_order_take_the_shuffled_photos_order():
   # The Trainer computes base features on photos in file order (no shuffle
   # buffer of decoded photos), then orders them as make_dataset's shuffle would.
   import tensorflow as tf
-  from components.trainer.train import SHUFFLE_BUFFER, shuffled_order
-  config = TrainConfig(seed=7)
-  for count in (5, 100):
+  from components.trainer.train import shuffle_buffer, shuffled_order
+  config = TrainConfig(seed=7, image_size=256)
+  for count in (5, 100, 3000):  # 3,000: more than the buffer holds at 256 px
     photos = tf.data.Dataset.range(count).map(lambda i: (tf.fill([2], i), i))
-    shuffled = photos.shuffle(SHUFFLE_BUFFER, seed=7, reshuffle_each_iteration=True).batch(8)
+    shuffled = photos.shuffle(shuffle_buffer(config), seed=7,
+                              reshuffle_each_iteration=True).batch(8)
     seen = np.concatenate([labels for _, labels in shuffled.as_numpy_iterator()])
     np.testing.assert_array_equal(seen, shuffled_order(count, config))

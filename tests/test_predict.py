@@ -123,6 +123,26 @@ def test_both_signatures_agree(files, saved_model):
   assert by_images["probabilities"].shape == (3, 2)
 
 
+def test_a_request_of_any_size_is_answered_chunk_by_chunk(saved_model):
+  """The signatures run CHUNK photos at a time (memory bounded whatever a client or
+  TFMA sends): a request across chunk edges answers as photos sent one by one."""
+  import tensorflow as tf
+  from components.trainer.signatures import CHUNK, IMAGES_INPUT, IMAGES_SIGNATURE
+  serve = saved_model.signatures[IMAGES_SIGNATURE]
+  photos = [image_bytes(CLASS_COLORS["cats" if i % 3 else "dogs"], seed=200 + i)
+            for i in range(2 * CHUNK + 3)]
+  together = serve(**{IMAGES_INPUT: tf.constant(photos)})
+  assert together["probabilities"].shape == (len(photos), 2)
+  one_by_one = [serve(**{IMAGES_INPUT: tf.constant([p])}) for p in photos]
+  np.testing.assert_allclose(together["probabilities"],
+                             np.concatenate([o["probabilities"] for o in one_by_one]),
+                             atol=1e-6)
+  assert together["predicted_class"].numpy().tolist() == \
+      [o["predicted_class"].numpy()[0] for o in one_by_one]
+  nothing = serve(**{IMAGES_INPUT: tf.constant([], tf.string)})
+  assert nothing["probabilities"].shape == (0, 2) and nothing["predicted_class"].shape == (0,)
+
+
 def test_missing_or_empty_serving_folder(tmp_path, files):
   empty = tmp_path / "serving" / "cats_vs_dogs"
   empty.mkdir(parents=True)

@@ -254,7 +254,7 @@ class Executor(BaseExampleGenExecutor):
         ignored += skipped
       listed_count += len(files)
       # Listed class by class, the photos would be written so, and one class
-      # would fill the Trainer's shuffle buffer (4,096 photos) on its own once
+      # would fill the Trainer's shuffle buffer (train.shuffle_buffer) on its own once
       # there are more: a fixed pseudo-random order mixes them at any size.
       files.sort(key=lambda f: hashlib.sha1(f.relative_path.encode()).digest())
       with tf.io.gfile.GFile(posixpath.join(report_dir, f"listing-{split_name}.json"), "w") as f:

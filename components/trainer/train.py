@@ -43,11 +43,22 @@ SUMMARY_FILE = "training_summary.json"
 # accurate on validation.
 MONITORS = {1: ("val_loss", "min"), 2: ("val_accuracy", "max")}
 PARALLEL_CALLS = os.cpu_count() or 2
-SHUFFLE_BUFFER = 4096  # training photos; decoded, 196 KB each at 256 px
+# The training shuffle's buffer: up to SHUFFLE_BUFFER decoded photos, and no
+# more than SHUFFLE_BUFFER_BYTES of them (uint8; 2,133 at 256 px, all of
+# cats vs dogs' 2,000): at 20,000 photos 4,096 held 805 MB. Ingestion writes
+# the photos in random order, so a window of them still mixes the classes.
+SHUFFLE_BUFFER = 4096
+SHUFFLE_BUFFER_BYTES = 400 * 2**20
 # Phase 2 computes each batch's gradients in micro-batches of this many photos
 # (model.micro_batch_train_step): the update of the whole batch, for the
 # activations of a micro-batch.
 PHASE2_MICRO_BATCH = 8
+
+
+def shuffle_buffer(train_config: TrainConfig) -> int:
+  """Photos the training shuffle holds at once, at the training size."""
+  side = train_config.image_size
+  return max(1, min(SHUFFLE_BUFFER, SHUFFLE_BUFFER_BYTES // (side * side * 3)))
 
 
 def _fixed_parallelism() -> tf.data.Options:
@@ -70,7 +81,7 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
   With `cache_path`, decoded photos are cached in files there (uint8): each is
   decoded once, not every epoch, and memory stays bounded however many there are.
   `shuffle` (default: `training`) shuffles the photos every epoch, through a
-  buffer of up to SHUFFLE_BUFFER decoded photos (393 MB for 2,000 at 256 px).
+  buffer of shuffle_buffer() decoded photos (393 MB for 2,000 at 256 px).
   """
   files = [f for pattern in file_patterns for f in tf.io.gfile.glob(pattern)]
   raw_spec = {k: v for k, v in tf_transform_output.raw_feature_spec().items()
@@ -93,7 +104,7 @@ def make_dataset(file_patterns: list[str], tf_transform_output: tft.TFTransformO
   if cache_path:
     dataset = dataset.cache(cache_path)
   if training if shuffle is None else shuffle:
-    dataset = dataset.shuffle(SHUFFLE_BUFFER, seed=train_config.seed,
+    dataset = dataset.shuffle(shuffle_buffer(train_config), seed=train_config.seed,
                               reshuffle_each_iteration=True)
 
   def to_model_inputs(images, labels):
@@ -157,11 +168,12 @@ def count_trainable(model: keras.Model) -> int:
 def shuffled_order(count: int, train_config: TrainConfig) -> np.ndarray:
   """The order in which make_dataset's shuffle first yields `count` photos.
 
-  It depends on the seed and the count alone, not on the photos: the base
+  It depends on the seed, the count and the buffer, not on the photos: the base
   features of photos read in file order, put in this order, are those of the
   shuffled photos, without holding the photos in a shuffle buffer.
   """
-  indices = tf.data.Dataset.range(count).shuffle(SHUFFLE_BUFFER, seed=train_config.seed,
+  indices = tf.data.Dataset.range(count).shuffle(shuffle_buffer(train_config),
+                                                 seed=train_config.seed,
                                                  reshuffle_each_iteration=True)
   return np.fromiter(indices.as_numpy_iterator(), dtype=np.int64, count=count)
 
