@@ -241,13 +241,15 @@ def _check_answers(what: str, classes: list[str], expected: list[str],
                         f"in-process prediction {expected[i]!r}")
 
 
-def run_fresh_process(command: list[str], cwd: str, env: dict[str, str]) -> tuple[int, str]:
-  """Runs the worker command in a new interpreter: (exit code, stderr)."""
+def run_fresh_process(command: list[str], cwd: str,
+                      env: dict[str, str]) -> tuple[int | None, str]:
+  """Runs the worker command in a new interpreter: (exit code, None if it ran
+  past TIMEOUT_S; stderr)."""
   try:
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=TIMEOUT_S)
-  except subprocess.TimeoutExpired as e:
-    raise CanaryError(f"canary: the fresh process took over {TIMEOUT_S} s") from e
+  except subprocess.TimeoutExpired:
+    return None, ""
   return done.returncode, done.stderr
 
 
@@ -261,6 +263,8 @@ def _run_worker(job: dict, scratch: str) -> dict:
   # -I: no PYTHONPATH, no user site, not even this file's folder on sys.path.
   command = [sys.executable, "-I", os.path.abspath(__file__), request, response]
   returncode, stderr = run_fresh_process(command, scratch, env)
+  if returncode is None:
+    raise CanaryError(f"canary: the fresh process took over {TIMEOUT_S} s")
   answers = None
   if os.path.exists(response):
     with open(response) as f:

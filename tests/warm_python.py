@@ -18,13 +18,13 @@ the server's environment, which a task's environment extends (credentials,
 endpoints), and none of them reads those at import; and a library that starts
 threads at import could not be preloaded (the server checks it started none).
 The image test (tests/test_image.py) runs compiled tasks as fresh processes.
+Not multiprocessing's forkserver: its children end with os._exit, skipping the
+interpreter teardown a task's process goes through.
 
 The same for `python -I script args...`, the serving check's fresh process
 (components/canary.py; conftest's warm_canary): a server started with -I
 preloads only what that script imports (ISOLATED_PRELOAD), and the child runs
 the script with the isolated sys.path it inherits (no script folder, no cwd).
-Not multiprocessing's forkserver: its children end with os._exit, skipping the
-interpreter teardown a task's process goes through.
 
 Protocol, one JSON line each way on the server's stdin and stdout: a request
 {"argv", "env", "cwd", "output"} is answered {"pid"} at once and {"status"}
