@@ -36,6 +36,11 @@ class TrainConfig:
   # Which base layers phase 2 trains: "auto" (per-base default), "all", "0"
   # (skip phase 2), N (the last N layers) or a layer name (from it onwards).
   unfreeze: str = "auto"
+  # Where phase 2 leaves the bottom of the base frozen, that part runs once
+  # for this many views of each training photo (as it is, then randomly
+  # augmented) and phase 2 trains the top on them: each step runs only what
+  # it trains. 0 runs the whole model on freshly augmented photos every step.
+  phase2_views: int = 2
   dropout: float = 0.2
   flip: bool = True                   # augmentation, training only
   # Mild: stronger augmentation slowed phase 2 more than it helped (flowers, validation).

@@ -248,6 +248,7 @@ def check_pipeline_name(name: str) -> None:
 MAX_IMAGE_SIZE = 1024     # px per side: 20x the pixels of 224, beyond what the bases were trained at
 MAX_IMAGE_SIDE = 16384    # data.max_image_side: a downscaling cap, not a size to train at
 MAX_EPOCHS = 1000
+MAX_PHASE2_VIEWS = 8  # each costs a forward pass and disk space per photo
 MAX_BATCH_SIZE = 4096
 MAX_PATIENCE = 1000
 
@@ -288,6 +289,7 @@ def _validate_train(train: "TrainConfig") -> None:
   _check_range("train.batch_size", train.batch_size, 1, at_most=MAX_BATCH_SIZE)
   _check_range("train.phase1_epochs", train.phase1_epochs, 1, at_most=MAX_EPOCHS)
   _check_range("train.phase2_epochs", train.phase2_epochs, 0, at_most=MAX_EPOCHS)
+  _check_range("train.phase2_views", train.phase2_views, 0, at_most=MAX_PHASE2_VIEWS)
   _check_range("train.early_stopping_patience", train.early_stopping_patience, 1,
                at_most=MAX_PATIENCE)
   _check_range("train.phase2_max_accuracy", train.phase2_max_accuracy, 0.0, 1.0)

@@ -86,6 +86,7 @@ def test_each_rule_is_checked_before_any_work(tmp_path, overrides, message):
     ({"train.image_size": 1025}, "train.image_size must be 0 .* or between 32 and 1024"),
     ({"train.phase1_epochs": 10**6}, "train.phase1_epochs must be at most 1000, got 1000000"),
     ({"train.phase2_epochs": 1001}, "train.phase2_epochs must be at most 1000"),
+    ({"train.phase2_views": 9}, "train.phase2_views must be at most 8, got 9"),
     ({"train.batch_size": 100000}, "train.batch_size must be at most 4096"),
     ({"train.early_stopping_patience": 10**5}, "train.early_stopping_patience must be at most 1000"),
     ({"train.phase2_learning_rate": 5}, r"train.phase2_learning_rate must be in \(0, 1\]"),

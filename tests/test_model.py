@@ -48,7 +48,9 @@ def test_phase2_from_a_named_layer():
 
 def test_auto_rule_and_all():
   _, model = tiny()
-  model_lib.unfreeze_top(model, "auto", "mobilenet_v2")  # MobileNetV2's rule: all of it
+  model_lib.unfreeze_top(model, "auto", "mobilenet_v2")  # MobileNetV2's rule: from block 6
+  assert base_trainable(model)[0] == "block_6_expand"
+  model_lib.unfreeze_top(model, "all", "mobilenet_v2")
   assert base_trainable(model)[0] == "Conv1"
   model_lib.unfreeze_top(model, "block_11_expand", "mobilenet_v2")
   assert base_trainable(model)[0] == "block_11_expand"
@@ -215,3 +217,22 @@ def test_features_in_file_order_take_the_shuffled_photos_order():
                               reshuffle_each_iteration=True).batch(8)
     seen = np.concatenate([labels for _, labels in shuffled.as_numpy_iterator()])
     np.testing.assert_array_equal(seen, shuffled_order(count, config))
+
+
+def test_phase2_cut_below_its_first_trained_layer_predicts_as_the_whole_model():
+  import tensorflow as tf
+  _, model = tiny(size=64)
+  images = np.random.default_rng(0).uniform(0, 255, (6, 64, 64, 3)).astype("float32")
+  for rule in ("auto", "20", "block_13_expand"):
+    lower, upper = model_lib.lower_and_upper(model, rule, "mobilenet_v2")
+    np.testing.assert_allclose(upper(lower(images)), model(images), rtol=1e-4, atol=1e-6)
+    # The upper part holds exactly the weights phase 2 trains, shared with the model.
+    model_lib.unfreeze_top(model, rule, "mobilenet_v2")
+    assert ({id(v) for v in upper.trainable_variables}
+            == {id(v) for v in model.trainable_variables})
+  upper.layers[1].trainable_variables[0].assign_add(tf.ones_like(
+      upper.layers[1].trainable_variables[0]))  # a step of training moves the exported model
+  np.testing.assert_allclose(upper(lower(images)), model(images), rtol=1e-4, atol=1e-6)
+  # Nothing to cut: all of the base trains, or block 5's shortcut crosses the cut.
+  assert model_lib.lower_and_upper(model, "all", "mobilenet_v2") is None
+  assert model_lib.lower_and_upper(model, "block_5_depthwise", "mobilenet_v2") is None

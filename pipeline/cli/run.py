@@ -9,17 +9,17 @@ from pipeline.config import PipelineConfig
 from pipeline.cli.console import Console, log_path_for
 
 
-# A whole run's peak resident memory at the defaults (256 px photos), from
-# bench/results/memory-default.json and memory-phase2.json, rounded up. About
-# 1.1 GB is the libraries; the rest grows with the photos' pixels.
-PEAK_GB = {"head only": 2.4, "with phase 2": 3.0}
+# A whole run's peak resident memory at the defaults (256 px photos), with or
+# without phase 2 (2,202 and 2,354 MB in bench/results/compare.json and
+# memory-phase2.json), rounded up. About 1.1 GB is the libraries; the rest
+# grows with the photos' pixels.
+PEAK_GB = 2.4
 LIBRARIES_GB = 1.1
 
 
 def memory_needed_gb(config: PipelineConfig) -> float:
   side = config.train.image_size or 256  # 0: the size ingestion picks, 256 at most
-  peak = PEAK_GB["with phase 2" if config.train.phase2_epochs > 0 else "head only"]
-  return LIBRARIES_GB + (peak - LIBRARIES_GB) * (side / 256) ** 2
+  return LIBRARIES_GB + (PEAK_GB - LIBRARIES_GB) * (side / 256) ** 2
 
 
 def memory_warning(config: PipelineConfig, available_bytes: int) -> str | None:
@@ -28,8 +28,7 @@ def memory_warning(config: PipelineConfig, available_bytes: int) -> str | None:
   if free >= needed:
     return None
   return (f"Warning: {free:.1f} GB of memory is free and this run may take {needed:.1f} GB; "
-          "close other programs, or lower it with --set train.image_size=192, or "
-          "--set train.phase2_epochs=0 (train the new head only)")
+          "close other programs, or lower it with --set train.image_size=192")
 
 
 def peak_memory_line() -> str:

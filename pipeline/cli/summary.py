@@ -42,9 +42,11 @@ def summarize(config: PipelineConfig, result: RunResult) -> list[str]:
     lines.append(f"Training: {training['base_model']} at {training['config']['image_size']} px"
                  + ("" if config.train.image_size else " (chosen from the photos' sizes)"))
     for phase, info in training["phases"].items():
-      # Wall time of the phase: includes phase 1's feature pass, not only its epochs.
+      # Wall time of the phase: includes phase 1's feature pass and phase 2's
+      # pass through the frozen blocks, not only the epochs.
+      epochs = info.get("epochs", 0)
       lines.append(f"Training phase {phase}: skipped, {info['skipped']}" if "skipped" in info
-                   else f"Training phase {phase}: {info.get('epochs', 0)} epochs in "
+                   else f"Training phase {phase}: {epochs} epoch{'s' * (epochs != 1)} in "
                         f"{info.get('seconds', 0):.0f}s")
     kept = training.get("exported")
     if kept:
