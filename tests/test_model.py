@@ -236,3 +236,25 @@ def test_phase2_cut_below_its_first_trained_layer_predicts_as_the_whole_model():
   # Nothing to cut: all of the base trains, or block 5's shortcut crosses the cut.
   assert model_lib.lower_and_upper(model, "all", "mobilenet_v2") is None
   assert model_lib.lower_and_upper(model, "block_5_depthwise", "mobilenet_v2") is None
+
+
+def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(tmp_path):
+  import tensorflow as tf
+  from components.trainer.train import lower_datasets
+  config, model = tiny(size=32, phase2_views=2, batch_size=4)
+  lower, _ = model_lib.lower_and_upper(model, "auto", "mobilenet_v2")
+  rng = np.random.default_rng(0)
+  images = rng.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
+  photos = tf.data.Dataset.from_tensor_slices((images, np.arange(6.0))).batch(4)
+  train, val = lower_datasets(lower, model_lib.augmenter(model), photos, photos, config,
+                              str(tmp_path))
+  as_is = lower(images).numpy()
+  close = {"rtol": 1e-2, "atol": 1e-2 * np.abs(as_is).max()}  # float16, small random weights
+  rows, labels = (np.concatenate(part) for part in zip(*train.take(3).as_numpy_iterator()))
+  assert sorted(labels) == sorted(list(range(6)) * 2)  # two views of each photo an epoch
+  unaugmented = [any(np.allclose(row, a, **close) for a in as_is) for row in rows]
+  assert sum(unaugmented) == 6  # one as it is, one augmented
+  val_rows, val_labels = (np.concatenate(part) for part in zip(*val.as_numpy_iterator()))
+  np.testing.assert_allclose(val_rows, as_is, **close)
+  np.testing.assert_array_equal(val_labels, np.arange(6.0))
+  assert {p.name.split(".")[0] for p in tmp_path.iterdir()} == {"lower-train", "lower-validation"}

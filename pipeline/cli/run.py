@@ -10,7 +10,7 @@ from pipeline.cli.console import Console, log_path_for
 
 
 # A whole run's peak resident memory at the defaults (256 px photos), with or
-# without phase 2 (2,202 and 2,354 MB in bench/results/compare.json and
+# without phase 2 (2,193 and 2,354 MB in bench/results/compare.json and
 # memory-phase2.json), rounded up. About 1.1 GB is the libraries; the rest
 # grows with the photos' pixels.
 PEAK_GB = 2.4
