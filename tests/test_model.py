@@ -238,7 +238,7 @@ def test_phase2_cut_below_its_first_trained_layer_predicts_as_the_whole_model():
   assert model_lib.lower_and_upper(model, "block_5_depthwise", "mobilenet_v2") is None
 
 
-def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(tmp_path):
+def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(tmp_path, capsys):
   import tensorflow as tf
   from components.trainer.train import lower_datasets
   config, model = tiny(size=32, phase2_views=2, batch_size=4)
@@ -258,3 +258,10 @@ def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(t
   np.testing.assert_allclose(val_rows, as_is, **close)
   np.testing.assert_array_equal(val_labels, np.arange(6.0))
   assert {p.name.split(".")[0] for p in tmp_path.iterdir()} == {"lower-train", "lower-validation"}
+  # With augmentation off, the one view is the photo as it is.
+  config, plain = tiny(size=32, phase2_views=2, batch_size=4, flip=False, rotation=0, zoom=0,
+                       translation=0)
+  lower, _ = model_lib.lower_and_upper(plain, "auto", "mobilenet_v2")
+  capsys.readouterr()
+  lower_datasets(lower, model_lib.augmenter(plain), photos, photos, config)
+  assert "output for 1 view(s) of 6 training and 6 validation images" in capsys.readouterr().out

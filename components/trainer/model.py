@@ -149,9 +149,12 @@ def unfreeze_top(model: keras.Model, rule: str, base_model: str) -> int:
   return sum(1 for layer in base.layers if layer.trainable and layer.weights)
 
 
-def augmenter(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
-  """Pixels -> randomly augmented pixels, by the model's own augmentation layers."""
+def augmenter(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor] | None:
+  """Pixels -> randomly augmented pixels, by the model's own augmentation
+  layers; None when augmentation is off."""
   layers = [layer for layer in model.layers if layer.name in ("random_flip", "random_affine")]
+  if not layers:
+    return None
 
   def augment(images):
     for layer in layers:

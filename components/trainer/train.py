@@ -235,7 +235,7 @@ def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
   validation photo. Cached on disk like the photos, as float16. The training
   batches repeat without end: an epoch is `steps` of them.
   """
-  views = train_config.phase2_views
+  views = train_config.phase2_views if augment else 1  # unaugmented views would be copies
 
   def train_views(images, labels):
     outputs = [lower(images, training=False)]
