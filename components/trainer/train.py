@@ -183,6 +183,14 @@ def shuffled_order(count: int, train_config: TrainConfig) -> np.ndarray:
   return np.fromiter(indices.as_numpy_iterator(), dtype=np.int64, count=count)
 
 
+def _computed_once(batches: tf.data.Dataset, cache_dir: str,
+                   name: str) -> tuple[tf.data.Dataset, int]:
+  """Batches -> their examples, computed now and cached (on disk in
+  `cache_dir`, else in memory), with their count."""
+  examples = batches.unbatch().cache(cache_dir and os.path.join(cache_dir, name))
+  return examples, sum(1 for _ in examples)  # reading it through fills the cache
+
+
 def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
                      train_config: TrainConfig, cache_dir: str = "",
                      shuffle_train: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -199,10 +207,9 @@ def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.d
   extractor = model_lib.feature_extractor(model)
 
   def features(dataset, name):
-    dataset = dataset.map(lambda images, labels: (extractor(images, training=False), labels))
-    dataset = dataset.unbatch().cache(cache_dir and os.path.join(cache_dir, f"features-{name}"))
-    count = sum(1 for _ in dataset)  # computes and caches them now, timed below
-    return dataset, count
+    return _computed_once(dataset.map(lambda images, labels: (extractor(images, training=False),
+                                                              labels)),
+                          cache_dir, f"features-{name}")
 
   began = time.time()
   train, train_count = features(train_ds, "train")
@@ -223,6 +230,11 @@ def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.d
           val.batch(batch_size).prefetch(2).with_options(_fixed_parallelism()))
 
 
+def phase2_views(train_config: TrainConfig, augment) -> int:
+  """Views of each photo phase 2 computes: unaugmented ones would be copies."""
+  return train_config.phase2_views if augment else 1
+
+
 def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
                    val_ds: tf.data.Dataset, train_config: TrainConfig,
                    cache_dir: str = "") -> tuple[tf.data.Dataset, tf.data.Dataset]:
@@ -235,7 +247,7 @@ def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
   validation photo. Cached on disk like the photos, as float16. The training
   batches repeat without end: an epoch is `steps` of them.
   """
-  views = train_config.phase2_views if augment else 1  # unaugmented views would be copies
+  views = phase2_views(train_config, augment)
 
   def train_views(images, labels):
     outputs = [lower(images, training=False)]
@@ -243,9 +255,8 @@ def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
     return tf.concat(outputs, 0), tf.concat([labels] * views, 0)
 
   def cached(dataset, name):
-    dataset = dataset.map(lambda a, labels: (tf.cast(a, tf.float16), labels)).unbatch()
-    dataset = dataset.cache(cache_dir and os.path.join(cache_dir, f"lower-{name}"))
-    return dataset, sum(1 for _ in dataset)  # computes and caches them now, timed below
+    return _computed_once(dataset.map(lambda a, labels: (tf.cast(a, tf.float16), labels)),
+                          cache_dir, f"lower-{name}")
 
   began = time.time()
   train, train_count = cached(train_photos.map(train_views), "train")
@@ -279,10 +290,8 @@ def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, st
                                     patience=config.early_stopping_patience),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
-  began = time.time()
   model.fit(train_ds, validation_data=val_ds, initial_epoch=start, epochs=start + epochs,
             steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=2)
-  return time.time() - began
 
 
 def _split_count(examples_uri: str, split: str) -> int:
@@ -413,9 +422,10 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
              if config.phase2_views else None)
     if parts:
       lower, phase2_model = parts
-      phase2_train, phase2_val = lower_datasets(
-          lower, model_lib.augmenter(model), features_train_ds, val_ds, config, cache_dir)
-      summary["phases"]["2"]["views"] = config.phase2_views
+      augment = model_lib.augmenter(model)
+      phase2_train, phase2_val = lower_datasets(lower, augment, features_train_ds, val_ds,
+                                                config, cache_dir)
+      summary["phases"]["2"]["views"] = phase2_views(config, augment)
     else:
       phase2_model, phase2_train, phase2_val = model, train_ds, val_ds
     rate = config.phase2_learning_rate
