@@ -14,6 +14,13 @@ def tiny(base="mobilenet_v2", size=32, **kw):
   return config, model_lib.build_model(config, 2)
 
 
+def graph(model):
+  """The model as a graph function of float images, in inference mode."""
+  import tensorflow as tf
+  function = tf.function(lambda images: model(images, training=False))
+  return lambda images: function(images).numpy()
+
+
 def base_trainable(model):
   return [layer.name for layer in model_lib.base_of(model).layers
           if layer.trainable and layer.weights]
@@ -135,7 +142,8 @@ def test_phase1_on_features_trains_the_models_own_head():
   images = rng.uniform(0, 255, (12, 32, 32, 3)).astype("float32")
   labels = (np.arange(12) % 2).reshape(-1, 1).astype("float32")
   pixels = tf.data.Dataset.from_tensor_slices((images, labels)).shuffle(12, seed=1).batch(5)
-  train, val = feature_datasets(model, pixels, pixels, config)
+  train, val, as_they_are = feature_datasets(model, pixels, pixels, config)
+  assert as_they_are is None  # no phase 2 cut asked for
 
   # Each feature row still carries its own image's label, though the pixels were shuffled.
   extractor = model_lib.feature_extractor(model)
@@ -223,9 +231,14 @@ def test_phase2_cut_below_its_first_trained_layer_predicts_as_the_whole_model():
   import tensorflow as tf
   _, model = tiny(size=64)
   images = np.random.default_rng(0).uniform(0, 255, (6, 64, 64, 3)).astype("float32")
+  # Graphs, as training runs them: random weights leave the features tiny
+  # (~1e-10), and eager calls round them differently.
+  features = graph(model_lib.feature_extractor(model))(images)
   for rule in ("auto", "20", "block_13_expand"):
-    lower, upper = model_lib.lower_and_upper(model, rule, "mobilenet_v2")
+    lower, upper, upper_features = model_lib.lower_and_upper(model, rule, "mobilenet_v2")
     np.testing.assert_allclose(upper(lower(images)), model(images), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(graph(keras.Sequential([lower, upper_features]))(images), features,
+                               rtol=1e-4, atol=1e-4 * np.abs(features).max())
     # The upper part holds exactly the weights phase 2 trains, shared with the model.
     model_lib.unfreeze_top(model, rule, "mobilenet_v2")
     assert ({id(v) for v in upper.trainable_variables}
@@ -240,15 +253,22 @@ def test_phase2_cut_below_its_first_trained_layer_predicts_as_the_whole_model():
 
 def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(tmp_path, capsys):
   import tensorflow as tf
-  from components.trainer.train import lower_datasets
+  from components.trainer.train import feature_datasets, lower_datasets
   config, model = tiny(size=32, phase2_views=2, batch_size=4)
-  lower, _ = model_lib.lower_and_upper(model, "auto", "mobilenet_v2")
+  cut = model_lib.lower_and_upper(model, "auto", "mobilenet_v2")
   rng = np.random.default_rng(0)
   images = rng.uniform(0, 255, (6, 32, 32, 3)).astype("float32")
   photos = tf.data.Dataset.from_tensor_slices((images, np.arange(6.0))).batch(4)
-  train, val = lower_datasets(lower, model_lib.augmenter(model), photos, photos, config,
-                              str(tmp_path))
-  as_is = lower(images).numpy()
+  # Phase 1's one pass keeps each photo's frozen-block output as it is ...
+  phase1_train, _, as_they_are = feature_datasets(model, photos, photos, config,
+                                                  str(tmp_path), cut=cut)
+  # (Through the cut, the features are the whole base's: the test above.)
+  rows = np.concatenate([rows for rows, _ in phase1_train.as_numpy_iterator()])
+  assert rows.shape == (6, model.get_layer("pooled").output.shape[-1])
+  # ... and phase 2 computes only the augmented views.
+  train, val = lower_datasets(cut.lower, model_lib.augmenter(model), photos, as_they_are,
+                              config, str(tmp_path))
+  as_is = cut.lower(images).numpy()
   close = {"rtol": 1e-2, "atol": 1e-2 * np.abs(as_is).max()}  # float16, small random weights
   rows, labels = (np.concatenate(part) for part in zip(*train.take(3).as_numpy_iterator()))
   assert sorted(labels) == sorted(list(range(6)) * 2)  # two views of each photo an epoch
@@ -257,11 +277,22 @@ def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(t
   val_rows, val_labels = (np.concatenate(part) for part in zip(*val.as_numpy_iterator()))
   np.testing.assert_allclose(val_rows, as_is, **close)
   np.testing.assert_array_equal(val_labels, np.arange(6.0))
-  assert {p.name.split(".")[0] for p in tmp_path.iterdir()} == {"lower-train", "lower-validation"}
-  # With augmentation off, the one view is the photo as it is.
+  assert ({p.name.split(".")[0] for p in tmp_path.iterdir()}
+          == {"features-train", "features-validation", "lower-augmented"})
+  assert "output for 1 augmented view(s) of 6 training images" in capsys.readouterr().out
+  # Without phase 1's pass (train.phase1_on_features off) and with augmentation
+  # off: one pass of each split, the photos as they are, nothing augmented.
   config, plain = tiny(size=32, phase2_views=2, batch_size=4, flip=False, rotation=0, zoom=0,
                        translation=0)
-  lower, _ = model_lib.lower_and_upper(plain, "auto", "mobilenet_v2")
-  capsys.readouterr()
-  lower_datasets(lower, model_lib.augmenter(plain), photos, photos, config)
-  assert "output for 1 view(s) of 6 training and 6 validation images" in capsys.readouterr().out
+  cut = model_lib.lower_and_upper(plain, "auto", "mobilenet_v2")
+  from components.trainer.train import first_views
+  scratch = tmp_path / "plain"
+  scratch.mkdir()
+  train, val = lower_datasets(cut.lower, model_lib.augmenter(plain), photos,
+                              first_views(cut.lower, photos, photos, str(scratch)), config,
+                              str(scratch))
+  rows, labels = (np.concatenate(part) for part in zip(*train.take(3).as_numpy_iterator()))
+  assert sorted(labels) == sorted(list(range(6)) * 2)  # each photo once an epoch, repeating
+  as_is = cut.lower(images).numpy()
+  assert all(any(np.allclose(row, a, **close) for a in as_is) for row in rows)
+  assert {p.name.split(".")[0] for p in scratch.iterdir()} == {"lower-train", "lower-validation"}

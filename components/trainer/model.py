@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import tensorflow as tf
 import tf_keras as keras
@@ -163,15 +163,20 @@ def augmenter(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor] | None:
   return augment
 
 
-def lower_and_upper(model: keras.Model, rule: str,
-                    base_model: str) -> tuple[keras.Model, keras.Model] | None:
+class Cut(NamedTuple):
+  """The model cut below the first layer phase 2 trains (lower_and_upper)."""
+  lower: keras.Model     # pixels -> the frozen blocks' output
+  upper: keras.Model     # that output -> probabilities: what phase 2 trains
+  features: keras.Model  # that output -> pooled base features: phase 1's input
+
+
+def lower_and_upper(model: keras.Model, rule: str, base_model: str) -> Cut | None:
   """Phase 2's model cut below the first layer it trains, where the base can be cut.
 
-  `lower`: pixels -> the frozen layers' output, the same for a photo every
-  epoch (BatchNorm runs in inference mode), so it can be computed once;
-  `upper`: that output -> probabilities, sharing its layers and weights with
-  `model`. None when phase 2 trains all of the base, or a residual connection
-  crosses the cut (the upper part would need two inputs).
+  `lower`'s output is the same for a photo every epoch (BatchNorm runs in
+  inference mode), so it is computed once; `upper` and `features` share their
+  layers and weights with `model`. None when phase 2 trains all of the base,
+  or a residual connection crosses the cut (the upper part would need two inputs).
   """
   base = base_of(model)
   start = first_unfrozen_index(base, rule, base_model)
@@ -187,9 +192,10 @@ def lower_and_upper(model: keras.Model, rule: str,
   lower = keras.Model(pixels, lower_base(BASES[base_model].preprocess_input(pixels),
                                          training=False))
   activations = keras.Input(cut.shape[1:], name="activations")
-  x = model.get_layer(POOLED_LAYER_NAME)(upper_base(activations, training=False))
-  x = model.get_layer("head_dropout")(x)
-  return lower, keras.Model(activations, model.get_layer("probability")(x))
+  pooled = model.get_layer(POOLED_LAYER_NAME)(upper_base(activations, training=False))
+  x = model.get_layer("head_dropout")(pooled)
+  return Cut(lower, keras.Model(activations, model.get_layer("probability")(x)),
+             keras.Model(activations, pooled))
 
 
 def make_optimizer(name: str, learning_rate: float) -> keras.optimizers.Optimizer:

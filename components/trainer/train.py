@@ -191,43 +191,68 @@ def _computed_once(batches: tf.data.Dataset, cache_dir: str,
   return examples, sum(1 for _ in examples)  # reading it through fills the cache
 
 
+def _in_memory(dataset: tf.data.Dataset, order: np.ndarray | None = None) -> tf.data.Dataset:
+  """(features, label) examples -> the same, held in memory (5 KB a photo), in `order`."""
+  rows, labels = (np.stack(column) for column in zip(*dataset.as_numpy_iterator()))
+  if order is not None:
+    rows, labels = rows[order], labels[order]
+  return tf.data.Dataset.from_tensor_slices((rows, labels))
+
+
 def feature_datasets(model: keras.Model, train_ds: tf.data.Dataset, val_ds: tf.data.Dataset,
-                     train_config: TrainConfig, cache_dir: str = "",
-                     shuffle_train: bool = False) -> tuple[tf.data.Dataset, tf.data.Dataset]:
-  """(pixels, label) batches -> (pooled base features, label) batches, cached.
+                     train_config: TrainConfig, cache_dir: str = "", shuffle_train: bool = False,
+                     cut: model_lib.Cut | None = None):
+  """(pixels, label) batches -> (pooled base features, label) batches, and
+  phase 2's first view of each photo.
 
   One pass of each split through the frozen base, so phase 1 costs about one
   epoch of inference however many epochs it runs. The price: phase 1 sees
   no augmentation; it trains only the small head, and phase 2 augments.
-  With `cache_dir` the features are cached on disk, like the photos, so memory
-  does not grow with their number. `shuffle_train`: `train_ds` holds the
-  photos in file order; their features take the order of the shuffled photos
-  (shuffled_order), held in memory (5 KB a photo).
-  """
-  extractor = model_lib.feature_extractor(model)
+  `shuffle_train`: `train_ds` holds the photos in file order; their features
+  take the order of the shuffled photos (shuffled_order). The features are
+  held in memory (5 KB a photo).
 
-  def features(dataset, name):
-    return _computed_once(dataset.map(lambda images, labels: (extractor(images, training=False),
-                                                              labels)),
-                          cache_dir, f"features-{name}")
+  With `cut` (phase 2 may train the top of the base), the pass goes through
+  the frozen blocks below it, keeps their output (float16, cached on disk
+  in `cache_dir`, else in memory) and goes on to the features from there:
+  phase 2's view of each photo as it is costs no second pass. Returns
+  (train, validation, as_they_are): as_they_are is None without `cut`, else
+  (train in file order, validation) examples of (frozen blocks' output, label).
+  """
+  if cut:
+    def extract(images):
+      activations = cut.lower(images, training=False)
+      return cut.features(activations, training=False), tf.cast(activations, tf.float16)
+  else:
+    extractor = model_lib.feature_extractor(model)
+
+    def extract(images):
+      return (extractor(images, training=False),)
+
+  def one_pass(dataset, name):
+    examples, count = _computed_once(dataset.map(lambda images, labels: (extract(images), labels)),
+                                     cache_dir, f"features-{name}")
+    return examples, count, examples.map(lambda outputs, labels: (outputs[0], labels))
 
   began = time.time()
-  train, train_count = features(train_ds, "train")
-  if shuffle_train:
-    rows, labels = (np.stack(column) for column in zip(*train.as_numpy_iterator()))
-    order = shuffled_order(train_count, train_config)
-    train = tf.data.Dataset.from_tensor_slices((rows[order], labels[order]))
-  val, val_count = features(val_ds, "validation")
+  train_pass, train_count, train = one_pass(train_ds, "train")
+  val_pass, val_count, val = one_pass(val_ds, "validation")
   seconds = time.time() - began
   print(f"  base features of {train_count} training and {val_count} validation images "
         f"in {seconds:.0f} s ({(train_count + val_count) / seconds:.0f} images/s)", flush=True)
+  train = _in_memory(train, shuffled_order(train_count, train_config) if shuffle_train else None)
   batch_size = train_config.batch_size
   # Features are small (5 KB a photo for MobileNetV2): the buffer holds up to 10,000.
   train = (train.shuffle(min(train_count, 10000), seed=train_config.seed,
                          reshuffle_each_iteration=True)
            .batch(batch_size).prefetch(2))
-  return (train.with_options(_fixed_parallelism()),
-          val.batch(batch_size).prefetch(2).with_options(_fixed_parallelism()))
+  val = _in_memory(val).batch(batch_size).prefetch(2)
+  as_they_are = None
+  if cut:
+    as_they_are = tuple(examples.map(lambda outputs, labels: (outputs[1], labels))
+                        for examples in (train_pass, val_pass))
+  return (train.with_options(_fixed_parallelism()), val.with_options(_fixed_parallelism()),
+          as_they_are)
 
 
 def phase2_views(train_config: TrainConfig, augment) -> int:
@@ -235,39 +260,51 @@ def phase2_views(train_config: TrainConfig, augment) -> int:
   return train_config.phase2_views if augment else 1
 
 
+def first_views(lower: keras.Model, train_photos: tf.data.Dataset, val_ds: tf.data.Dataset,
+                cache_dir: str = "") -> tuple[tf.data.Dataset, tf.data.Dataset]:
+  """Each photo as it is through the frozen blocks (float16, cached), where
+  phase 1 did not already (train.phase1_on_features off)."""
+  def through_lower(dataset, name):
+    return _computed_once(dataset.map(lambda images, labels: (
+        tf.cast(lower(images, training=False), tf.float16), labels)), cache_dir, name)[0]
+  return through_lower(train_photos, "lower-train"), through_lower(val_ds, "lower-validation")
+
+
 def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
-                   val_ds: tf.data.Dataset, train_config: TrainConfig,
+                   first: tuple[tf.data.Dataset, tf.data.Dataset], train_config: TrainConfig,
                    cache_dir: str = "") -> tuple[tf.data.Dataset, tf.data.Dataset]:
-  """(pixels, label) batches -> (frozen lower blocks' output, label) batches, cached.
+  """Phase 2's data: (frozen lower blocks' output, label) batches.
 
   Phase 2 then runs only the part of the base it trains, forward and
-  backward, on each step. The lower part runs once per view of each training
-  photo (train.phase2_views: the photo as it is, then randomly augmented
-  copies), instead of on freshly augmented photos every epoch, and once per
-  validation photo. Cached on disk like the photos, as float16. The training
+  backward, on each step. `first`: the output for each photo as it is
+  (training photos in file order, and validation), from the base-feature
+  pass (feature_datasets) or first_views. The lower part runs here for the
+  other train.phase2_views of each training photo, randomly augmented, once,
+  instead of on freshly augmented photos every epoch; cached on disk like the
+  photos, as float16. The training examples go through a shuffle; the
   batches repeat without end: an epoch is `steps` of them.
   """
+  train, val = first
   views = phase2_views(train_config, augment)
+  if views > 1:
+    def augmented(images, labels):
+      outputs = [lower(augment(images), training=False) for _ in range(views - 1)]
+      return tf.cast(tf.concat(outputs, 0), tf.float16), tf.concat([labels] * (views - 1), 0)
 
-  def train_views(images, labels):
-    outputs = [lower(images, training=False)]
-    outputs += [lower(augment(images), training=False) for _ in range(views - 1)]
-    return tf.concat(outputs, 0), tf.concat([labels] * views, 0)
+    began = time.time()
+    more, count = _computed_once(train_photos.map(augmented), cache_dir, "lower-augmented")
+    print(f"  frozen blocks' output for {views - 1} augmented view(s) of "
+          f"{count // (views - 1)} training images in {time.time() - began:.0f} s", flush=True)
+    # Batch by batch of photos: those as they are, then their augmented views.
+    size = train_config.batch_size  # that of train_photos' batches
 
-  def cached(dataset, name):
-    return _computed_once(dataset.map(lambda a, labels: (tf.cast(a, tf.float16), labels)),
-                          cache_dir, f"lower-{name}")
-
-  began = time.time()
-  train, train_count = cached(train_photos.map(train_views), "train")
-  val, val_count = cached(val_ds.map(lambda images, labels: (lower(images, training=False),
-                                                             labels)), "validation")
-  seconds = time.time() - began
-  print(f"  frozen blocks' output for {views} view(s) of {train_count // views} training and "
-        f"{val_count} validation images in {seconds:.0f} s", flush=True)
+    def joined(first, others):
+      return tuple(tf.concat([a, b], 0) for a, b in zip(first, others))
+    train = tf.data.Dataset.zip(train.batch(size), more.batch(size * (views - 1))).map(
+        joined).unbatch()
   # As many as fit in the photo shuffle's memory (2 bytes a value).
   values = lower.output.shape[1:].num_elements()
-  buffer = max(1, min(train_count, SHUFFLE_BUFFER_BYTES // (2 * values)))
+  buffer = max(1, SHUFFLE_BUFFER_BYTES // (2 * values))
 
   def to_float(activations, labels):
     return tf.cast(activations, tf.float32), labels
@@ -280,13 +317,15 @@ def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
 
 
 def _fit_phase(model, phase, epochs, train_ds, val_ds, rows, config, log_dir, steps,
-               steps_per_epoch=None):
+               steps_per_epoch=None, baseline=None):
+  """`baseline`: phase 2 stops after train.early_stopping_patience epochs
+  unless it improves and beats this (phase 1's best), as it must to be exported."""
   start = len(rows)
   callbacks = [
       EpochRecorder(rows, phase),
       EpochProgress(phase, epochs, steps),
       keras.callbacks.EarlyStopping(monitor=MONITORS[phase][0], mode=MONITORS[phase][1],
-                                    restore_best_weights=True,
+                                    restore_best_weights=True, baseline=baseline,
                                     patience=config.early_stopping_patience),
       keras.callbacks.TensorBoard(log_dir=log_dir),
   ]
@@ -381,15 +420,24 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
   summary = {"class_names": class_names, "base_model": config.base_model,
              "weights": config.weights, "config": dataclasses.asdict(config), "phases": {}}
 
+  fine_tune = config.phase2_epochs > 0 and str(config.unfreeze) not in ("0", "none")
+  # Where phase 2 would train only the top of the base, the frozen blocks
+  # below run once per view of each photo, not on every step (MobileNetV2 at
+  # 256 px, from block 6: a step 9.9 ms a photo, against 26.6 for all of it),
+  # and phase 1's pass through them keeps each photo's view as it is.
+  cut = (model_lib.lower_and_upper(model, config.unfreeze, config.base_model)
+         if fine_tune and config.phase2_views else None)
+
   print(f"Phase 1: training the head on the frozen {config.base_model} base", flush=True)
   began = time.time()
   model_lib.freeze_base(model)
   summary["phases"]["1"] = {"trainable_params": count_trainable(model)}
+  as_they_are = None
   if config.phase1_on_features:
     # The frozen base gives the same features every epoch: compute them once.
     phase1_model = model_lib.head_of(model)
-    phase1_train, phase1_val = feature_datasets(model, features_train_ds, val_ds, config,
-                                                cache_dir, shuffle_train=True)
+    phase1_train, phase1_val, as_they_are = feature_datasets(
+        model, features_train_ds, val_ds, config, cache_dir, shuffle_train=True, cut=cut)
     summary["phases"]["1"]["feature_seconds"] = round(time.time() - began, 1)
   else:
     phase1_model, phase1_train, phase1_val = model, train_ds, val_ds
@@ -401,7 +449,6 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
   summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
 
   exported = best_epoch(rows, 1)
-  fine_tune = config.phase2_epochs > 0 and str(config.unfreeze) not in ("0", "none")
   if fine_tune and exported["val_accuracy"] > config.phase2_max_accuracy:
     reason = (f"the head alone reached {exported['val_accuracy']:.4f} validation accuracy, "
               f"above train.phase2_max_accuracy {config.phase2_max_accuracy:g}")
@@ -415,16 +462,12 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
     began = time.time()
     summary["phases"]["2"] = {"trainable_params": count_trainable(model),
                               "unfrozen_layers": layers}
-    # Where phase 2 trains only the top of the base, the frozen blocks below
-    # run once per view of each photo, not on every step. MobileNetV2 at 256
-    # px, from block 6: a step 9.9 ms a photo, against 26.6 for all of it.
-    parts = (model_lib.lower_and_upper(model, config.unfreeze, config.base_model)
-             if config.phase2_views else None)
-    if parts:
-      lower, phase2_model = parts
-      augment = model_lib.augmenter(model)
-      phase2_train, phase2_val = lower_datasets(lower, augment, features_train_ds, val_ds,
-                                                config, cache_dir)
+    if cut:
+      phase2_model, augment = cut.upper, model_lib.augmenter(model)
+      phase2_train, phase2_val = lower_datasets(
+          cut.lower, augment, features_train_ds,
+          as_they_are or first_views(cut.lower, features_train_ds, val_ds, cache_dir),
+          config, cache_dir)
       summary["phases"]["2"]["views"] = phase2_views(config, augment)
     else:
       phase2_model, phase2_train, phase2_val = model, train_ds, val_ds
@@ -443,7 +486,7 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
     try:
       _fit_phase(phase2_model, 2, config.phase2_epochs, phase2_train, phase2_val, rows, config,
                  os.path.join(fn_args.model_run_dir, "phase2"), steps,
-                 steps_per_epoch=steps if parts else None)
+                 steps_per_epoch=steps if cut else None, baseline=exported["val_accuracy"])
     finally:
       del phase2_model.train_step  # the exported model is a plain Keras model
     summary["phases"]["2"].update(seconds=round(time.time() - began, 1),
