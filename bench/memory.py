@@ -34,8 +34,8 @@ MARKS = [(re.compile(r"\[\d\d:\d\d:\d\d\] (\w+) started"), lambda m: m.group(1))
          (re.compile(r"base features of \d+"), lambda m: "Trainer: phase 1 head"),
          (re.compile(r"Training phase 1 epoch"), lambda m: "Trainer: phase 1 head"),
          (re.compile(r"Phase 2 skipped|Phase 2 did not improve"), lambda m: "Trainer: export"),
-         # Before its epochs: the frozen blocks' output, where phase 2 trains the top only.
-         (re.compile(r"Phase 2: fine-tuning"), lambda m: "Trainer: phase 2 frozen blocks"),
+         # Before its epochs: the augmented views. frozen-block output, where phase 2 trains the top only.
+         (re.compile(r"Phase 2: fine-tuning"), lambda m: "Trainer: phase 2 augmented views"),
          (re.compile(r"Training phase 2 epoch"), lambda m: "Trainer: phase 2 epochs"),
          (re.compile(r"\[\d\d:\d\d:\d\d\] Trainer done"), lambda m: "after Trainer")]
 
