@@ -266,7 +266,7 @@ def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(t
   rows = np.concatenate([rows for rows, _ in phase1_train.as_numpy_iterator()])
   assert rows.shape == (6, model.get_layer("pooled").output.shape[-1])
   # ... and phase 2 computes only the augmented views.
-  train, val = lower_datasets(cut.lower, model_lib.augmenter(model), photos, as_they_are,
+  train, val = lower_datasets(cut.lower, model_lib.augmenter(model), photos, as_they_are, 6,
                               config, str(tmp_path))
   as_is = cut.lower(images).numpy()
   close = {"rtol": 1e-2, "atol": 1e-2 * np.abs(as_is).max()}  # float16, small random weights
@@ -289,8 +289,8 @@ def test_phase2_sees_each_photo_as_it_is_and_augmented_and_validation_as_it_is(t
   scratch = tmp_path / "plain"
   scratch.mkdir()
   train, val = lower_datasets(cut.lower, model_lib.augmenter(plain), photos,
-                              first_views(cut.lower, photos, photos, str(scratch)), config,
-                              str(scratch))
+                              first_views(cut.lower, photos, photos, str(scratch)), 6,
+                              config, str(scratch))
   rows, labels = (np.concatenate(part) for part in zip(*train.take(3).as_numpy_iterator()))
   assert sorted(labels) == sorted(list(range(6)) * 2)  # each photo once an epoch, repeating
   as_is = cut.lower(images).numpy()

@@ -271,14 +271,16 @@ def first_views(lower: keras.Model, train_photos: tf.data.Dataset, val_ds: tf.da
 
 
 def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
-                   first: tuple[tf.data.Dataset, tf.data.Dataset], train_config: TrainConfig,
+                   first: tuple[tf.data.Dataset, tf.data.Dataset], photo_count: int,
+                   train_config: TrainConfig,
                    cache_dir: str = "") -> tuple[tf.data.Dataset, tf.data.Dataset]:
   """Phase 2's data: (frozen lower blocks' output, label) batches.
 
   Phase 2 then runs only the part of the base it trains, forward and
   backward, on each step. `first`: the output for each photo as it is
   (training photos in file order, and validation), from the base-feature
-  pass (feature_datasets) or first_views. The lower part runs here for the
+  pass (feature_datasets) or first_views, of `photo_count` training photos.
+  The lower part runs here for the
   other train.phase2_views of each training photo, randomly augmented, once,
   instead of on freshly augmented photos every epoch; cached on disk like the
   photos, as float16. The training examples go through a shuffle; the
@@ -302,9 +304,11 @@ def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
       return tuple(tf.concat([a, b], 0) for a, b in zip(first, others))
     train = tf.data.Dataset.zip(train.batch(size), more.batch(size * (views - 1))).map(
         joined).unbatch()
-  # As many as fit in the photo shuffle's memory (2 bytes a value).
+  # As many as fit in the photo shuffle's memory (2 bytes a value), and no
+  # more than there are: a larger buffer fills on with the next pass's
+  # (cats vs dogs: 6,400 held 150 MB more than 4,000).
   values = lower.output.shape[1:].num_elements()
-  buffer = max(1, SHUFFLE_BUFFER_BYTES // (2 * values))
+  buffer = max(1, min(photo_count * views, SHUFFLE_BUFFER_BYTES // (2 * values)))
 
   def to_float(activations, labels):
     return tf.cast(activations, tf.float32), labels
@@ -467,7 +471,7 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
       phase2_train, phase2_val = lower_datasets(
           cut.lower, augment, features_train_ds,
           as_they_are or first_views(cut.lower, features_train_ds, val_ds, cache_dir),
-          config, cache_dir)
+          _train_count(examples_uri, config), config, cache_dir)
       summary["phases"]["2"]["views"] = phase2_views(config, augment)
     else:
       phase2_model, phase2_train, phase2_val = model, train_ds, val_ds

@@ -10,10 +10,10 @@ from pipeline.cli.console import Console, log_path_for
 
 
 # A whole run's peak resident memory at the defaults (256 px photos), with or
-# without phase 2 (2,160 and 2,550 MiB in bench/results/memory-default.json
-# and memory-phase2.json: 2.3 and 2.7 GB), rounded up. About 1.1 GB is the
+# without phase 2 (2,160 and 2,373 MiB in bench/results/memory-default.json
+# and memory-phase2.json: 2.3 and 2.5 GB), rounded up. About 1.1 GB is the
 # libraries; the rest grows with the photos' pixels.
-PEAK_GB = 2.7
+PEAK_GB = 2.5
 LIBRARIES_GB = 1.1
 
 
