@@ -447,7 +447,8 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
     phase1_model, phase1_train, phase1_val = model, train_ds, val_ds
   model_lib.compile_for_phase(phase1_model, config.phase1_optimizer,
                               config.phase1_learning_rate, num_classes)
-  steps = math.ceil(_train_count(examples_uri, config) / config.batch_size)
+  train_count = _train_count(examples_uri, config)
+  steps = math.ceil(train_count / config.batch_size)
   _fit_phase(phase1_model, 1, config.phase1_epochs, phase1_train, phase1_val, rows, config,
              os.path.join(fn_args.model_run_dir, "phase1"), steps)
   summary["phases"]["1"].update(seconds=round(time.time() - began, 1), epochs=len(rows))
@@ -471,7 +472,7 @@ def _train(fn_args: FnArgs, config: TrainConfig, class_names: list[str],
       phase2_train, phase2_val = lower_datasets(
           cut.lower, augment, features_train_ds,
           as_they_are or first_views(cut.lower, features_train_ds, val_ds, cache_dir),
-          _train_count(examples_uri, config), config, cache_dir)
+          train_count, config, cache_dir)
       summary["phases"]["2"]["views"] = phase2_views(config, augment)
     else:
       phase2_model, phase2_train, phase2_val = model, train_ds, val_ds
