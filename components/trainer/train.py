@@ -285,10 +285,9 @@ def lower_datasets(lower: keras.Model, augment, train_photos: tf.data.Dataset,
   backward, on each step. `first`: the output for each photo as it is
   (training photos in file order, and validation), from the base-feature
   pass (feature_datasets) or first_views, of `photo_count` training photos.
-  The lower part runs here for the
-  other train.phase2_views of each training photo, randomly augmented, once,
-  instead of on freshly augmented photos every epoch; cached on disk like the
-  photos, as float16. The training examples go through a shuffle; the
+  The lower part runs here for the other train.phase2_views of each training
+  photo, randomly augmented, once, instead of on freshly augmented photos
+  every epoch; cached on disk like the photos, as float16. The training examples go through a shuffle; the
   batches repeat without end: an epoch is `steps` of them.
   """
   train, val = first
